@@ -1,1 +1,119 @@
-pub fn main() {}
+//! The Zhiban relay server: HTTP API and the `/sync` websocket on one axum router, storage
+//! through sqlx. [`launch`] is the one entry point; `main` only reads settings, binds and
+//! passes a shutdown signal.
+
+pub mod auth;
+mod cli;
+pub mod db;
+pub mod error;
+pub mod settings;
+pub mod storage;
+pub mod sync;
+pub mod units;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+use zhiban_protocol::PeerId;
+
+pub use cli::main;
+pub use settings::Settings;
+
+use crate::error::AppError;
+
+/// Everything a request or a background task needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub pool: db::Pool,
+    pub keys: auth::TokenKeys,
+    pub storage: storage::Storage,
+    pub documents: sync::Documents,
+    pub connections: sync::Connections,
+    /// This node's peer id in `peer` handshakes and `sync` messages.
+    pub server_peer_id: PeerId,
+    /// Cancelled on shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Connection and document tasks, awaited on shutdown.
+    pub tasks: TaskTracker,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.max_api_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(auth::routes())
+        .merge(sync::routes())
+        .fallback(|| async { AppError::NotFound("no such route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    Ok("ok")
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then closes every connection,
+/// lets documents save their peers' sync states and waits for pending writes.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database_url()).await?;
+    let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
+    let (storage, writer) = storage::Storage::spawn(pool.clone());
+    let state = AppState(Arc::new(Inner {
+        keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
+        settings,
+        pool,
+        storage,
+        documents: sync::Documents::default(),
+        connections: sync::Connections::default(),
+        server_peer_id: PeerId::new(format!("zhiban-server-{}", uuid::Uuid::now_v7())),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    }));
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    let token = state.shutdown.clone();
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            token.cancel();
+        })
+        .await?;
+    state.shutdown.cancel();
+    state.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections or documents did not stop within 10 s");
+    }
+    state.storage.stop().await;
+    drop(state);
+    writer.await?;
+    tracing::info!("stopped");
+    Ok(())
+}

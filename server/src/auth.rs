@@ -1,0 +1,467 @@
+//! Who is calling: password login, short-lived access tokens (JWT), refresh tokens bound to a
+//! registered device, and device revocation for a lost phone (D24). The sync socket and every
+//! API route identify their caller through [`Identity`].
+
+use std::time::Duration;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use zhiban_protocol::PeerId;
+
+use crate::AppState;
+use crate::db::{Pool, now_ms};
+use crate::error::{ApiJson, AppError};
+use crate::units::Role;
+
+const AUDIENCE: &str = "zhiban";
+const ISSUER: &str = "zhiban";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/me", get(me))
+        .route("/api/devices", get(list_devices))
+        .route("/api/devices/{id}/revoke", post(revoke_device))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing access token")]
+    Missing,
+    #[error("invalid access token")]
+    Invalid,
+    #[error("access token expired")]
+    Expired,
+    #[error("device revoked")]
+    Revoked,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AuthError> for AppError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Missing => AppError::Unauthorized("missing access token"),
+            AuthError::Invalid => AppError::Unauthorized("invalid access token"),
+            AuthError::Expired => AppError::Unauthorized("access token expired"),
+            AuthError::Revoked => AppError::Unauthorized("device revoked"),
+            AuthError::Database(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    dev: String,
+    aud: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Signs and checks access tokens. HS256 with a key shared by all nodes through the database.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_ttl: Duration,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], access_ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl,
+        }
+    }
+
+    pub fn issue(&self, user_id: &str, device_id: &str) -> Result<String, AppError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            dev: device_id.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            iss: ISSUER.to_owned(),
+            iat: now,
+            exp: now + self.access_ttl.as_secs() as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AppError::Internal(e.into()))
+    }
+
+    /// Checks signature, audience, issuer and expiry; returns (user id, device id).
+    fn verify(&self, token: &str) -> Result<(String, String), AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            })?;
+        Ok((data.claims.sub, data.claims.dev))
+    }
+}
+
+/// An authenticated user on a registered, unrevoked device.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+    pub unit_id: String,
+    pub role: Role,
+    pub cleared: bool,
+}
+
+impl Identity {
+    /// The peer id this device must use on `/sync`.
+    pub fn peer_id(&self) -> PeerId {
+        PeerId::for_device(&self.user_id, &self.device_id)
+    }
+
+    /// Verifies the token, then checks the database: a revoked device is refused even while
+    /// its access token has not yet expired.
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, AuthError> {
+        let (user_id, device_id) = state.keys.verify(token)?;
+        let row = sqlx::query(
+            "SELECT u.unit_id, u.role, u.cleared, d.revoked_at FROM users u \
+             JOIN devices d ON d.user_id = u.id WHERE u.id = $1 AND d.id = $2",
+        )
+        .bind(&user_id)
+        .bind(&device_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(AuthError::Invalid)?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        let role: String = row.try_get("role")?;
+        Ok(Identity {
+            user_id,
+            device_id,
+            unit_id: row.try_get("unit_id")?,
+            role: role.parse().map_err(|_| AuthError::Invalid)?,
+            cleared: row.try_get::<i64, _>("cleared")? != 0,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(AuthError::Missing)?;
+        Ok(Identity::from_token(state, token).await?)
+    }
+}
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// A hash verified when the username is unknown, so that the answer takes as long as for a
+/// wrong password and does not reveal which usernames exist.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password("not a password").unwrap_or_default());
+
+fn hash_refresh_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+    /// Reuse a device registered earlier (a reinstalled app keeps its device).
+    device_id: Option<String>,
+    device_name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    expires_in: u64,
+    user_id: String,
+    device_id: String,
+    peer_id: String,
+}
+
+#[tracing::instrument(skip_all, fields(username = %request.username))]
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<Json<TokenResponse>, AppError> {
+    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
+        .bind(&request.username)
+        .fetch_optional(&state.pool)
+        .await?;
+    let (user_id, hash) = match &row {
+        Some(row) => (
+            Some(row.try_get::<String, _>("id")?),
+            row.try_get::<String, _>("password_hash")?,
+        ),
+        None => (None, DUMMY_HASH.clone()),
+    };
+    let password = request.password.clone();
+    let password_ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
+    let Some(user_id) = user_id.filter(|_| password_ok) else {
+        return Err(AppError::Unauthorized("wrong username or password"));
+    };
+
+    let device_id = match request.device_id {
+        Some(device_id) => {
+            let revoked: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1 AND user_id = $2")
+                    .bind(&device_id)
+                    .bind(&user_id)
+                    .fetch_optional(&state.pool)
+                    .await?;
+            match revoked {
+                None => return Err(AppError::NotFound("no such device for this user")),
+                Some(Some(_)) => return Err(AppError::Forbidden("device revoked")),
+                Some(None) => device_id,
+            }
+        }
+        None => {
+            let device_id = uuid::Uuid::now_v7().to_string();
+            let name = request.device_name.unwrap_or_else(|| "unnamed device".into());
+            if name.len() > 200 {
+                return Err(AppError::BadRequest("device_name is too long".into()));
+            }
+            sqlx::query(
+                "INSERT INTO devices (id, user_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&device_id)
+            .bind(&user_id)
+            .bind(&name)
+            .bind(now_ms())
+            .execute(&state.pool)
+            .await?;
+            device_id
+        }
+    };
+    let response = issue_tokens(&state, &user_id, &device_id).await?;
+    tracing::info!(%user_id, %device_id, "logged in");
+    Ok(Json(response))
+}
+
+async fn issue_tokens(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+) -> Result<TokenResponse, AppError> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let expires_at = now_ms() + state.settings.refresh_token_ttl().as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, device_id, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash_refresh_token(&refresh_token))
+    .bind(device_id)
+    .bind(expires_at)
+    .bind(now_ms())
+    .execute(&state.pool)
+    .await?;
+    Ok(TokenResponse {
+        access_token: state.keys.issue(user_id, device_id)?,
+        refresh_token,
+        expires_in: state.settings.access_token_ttl_secs,
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        peer_id: PeerId::for_device(user_id, device_id).to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// Trades a refresh token for a new pair; the old refresh token is spent (rotation), so a
+/// stolen copy works at most once and the theft shows as a failed refresh on the phone.
+#[tracing::instrument(skip_all)]
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<Json<TokenResponse>, AppError> {
+    let token_hash = hash_refresh_token(&request.refresh_token);
+    let mut tx = state.pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT r.device_id, r.expires_at, d.user_id, d.revoked_at FROM refresh_tokens r \
+         JOIN devices d ON d.id = r.device_id WHERE r.token_hash = $1",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::Unauthorized("invalid refresh token"))?;
+    let device_id: String = row.try_get("device_id")?;
+    let user_id: String = row.try_get("user_id")?;
+    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        return Err(AppError::Unauthorized("device revoked"));
+    }
+    if row.try_get::<i64, _>("expires_at")? < now_ms() {
+        return Err(AppError::Unauthorized("refresh token expired"));
+    }
+    let spent = sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+        .bind(&token_hash)
+        .execute(&mut *tx)
+        .await?;
+    if spent.rows_affected() != 1 {
+        return Err(AppError::Unauthorized("invalid refresh token"));
+    }
+    tx.commit().await?;
+    Ok(Json(issue_tokens(&state, &user_id, &device_id).await?))
+}
+
+#[derive(Serialize)]
+struct MeResponse {
+    user_id: String,
+    device_id: String,
+    unit_id: String,
+    role: Role,
+    cleared: bool,
+    peer_id: String,
+}
+
+async fn me(identity: Identity) -> Json<MeResponse> {
+    Json(MeResponse {
+        peer_id: identity.peer_id().to_string(),
+        user_id: identity.user_id,
+        device_id: identity.device_id,
+        unit_id: identity.unit_id,
+        role: identity.role,
+        cleared: identity.cleared,
+    })
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    id: String,
+    name: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<Json<Vec<DeviceView>>, AppError> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at, revoked_at FROM devices WHERE user_id = $1 ORDER BY id",
+    )
+    .bind(&identity.user_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let devices = rows
+        .iter()
+        .map(|row| {
+            Ok(DeviceView {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(devices))
+}
+
+/// Cuts off a device: its refresh tokens are deleted, its access tokens stop being accepted,
+/// and its open sync sockets are closed. Allowed to the device's owner and to an admin of the
+/// owner's unit or of a superior unit.
+#[tracing::instrument(skip_all, fields(device_id = %device_id, by = %identity.user_id))]
+async fn revoke_device(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let row = sqlx::query(
+        "SELECT d.user_id, u.unit_id FROM devices d JOIN users u ON u.id = d.user_id \
+         WHERE d.id = $1",
+    )
+    .bind(&device_id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(AppError::NotFound("no such device"))?;
+    let owner: String = row.try_get("user_id")?;
+    let owner_unit: String = row.try_get("unit_id")?;
+    let allowed = owner == identity.user_id
+        || (identity.role == Role::Admin
+            && crate::units::visible_units(&state.pool, &identity.unit_id)
+                .await?
+                .contains(&owner_unit));
+    if !allowed {
+        // Not 403: a device of another unit is none of the caller's business.
+        return Err(AppError::NotFound("no such device"));
+    }
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(&device_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE device_id = $1")
+        .bind(&device_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let closed = state.connections.disconnect_device(&device_id);
+    tracing::warn!(closed_sockets = closed, "device revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The token signing key: taken from the settings, or generated once and kept in the
+/// database so that every node and every restart agree on it.
+pub async fn load_signing_secret(pool: &Pool, configured: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = configured {
+        anyhow::ensure!(secret.len() >= 32, "jwt_secret must be at least 32 bytes");
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let mut fresh = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut fresh);
+    sqlx::query("INSERT INTO server_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING")
+        .bind(fresh)
+        .execute(pool)
+        .await?;
+    Ok(
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt'")
+            .fetch_one(pool)
+            .await?,
+    )
+}

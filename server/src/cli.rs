@@ -1,0 +1,156 @@
+//! The `zhiban-server` command line: `serve` (the default) and the `admin` commands a
+//! newcomer needs to set up units and people.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::units::{self, NewUser, Role};
+use crate::{Settings, db, launch};
+
+#[derive(Parser)]
+#[command(name = "zhiban-server", version, about = "Zhiban duty-office relay server")]
+struct Cli {
+    /// TOML settings file; `ZHIBAN_*` environment variables override it.
+    #[arg(long, env = "ZHIBAN_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Set up units and users.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create a unit; prints its id.
+    CreateUnit {
+        #[arg(long)]
+        name: String,
+        /// The superior unit's id.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Create a user in a unit; prints the user's id.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        /// Read from ZHIBAN_NEW_PASSWORD if not given, to keep it out of shell history.
+        #[arg(long, env = "ZHIBAN_NEW_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long)]
+        unit: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Cleared for classified items (D18).
+        #[arg(long)]
+        cleared: bool,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List units as JSON lines.
+    ListUnits,
+}
+
+/// Entry point of the `zhiban-server` binary.
+pub fn main() {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("zhiban-server: invalid settings: {error}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(&settings.log);
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    let outcome = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Admin(admin) => run_admin(settings, admin).await,
+        }
+    });
+    if let Err(error) = outcome {
+        eprintln!("zhiban-server: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen).await?;
+    // Scripts and tests that start us on port 0 read the real address from this line.
+    println!("zhiban-server listening on http://{}", listener.local_addr()?);
+    launch(settings, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database_url()).await?;
+    match admin {
+        Admin::CreateUnit { name, parent } => {
+            println!("{}", units::create_unit(&pool, &name, parent.as_deref()).await?);
+        }
+        Admin::CreateUser {
+            username,
+            password,
+            unit,
+            role,
+            cleared,
+            display_name,
+        } => {
+            let user = NewUser {
+                username: &username,
+                display_name: display_name.as_deref(),
+                password: &password,
+                unit_id: &unit,
+                role,
+                cleared,
+            };
+            println!("{}", units::create_user(&pool, user).await?);
+        }
+        Admin::ListUnits => {
+            for unit in units::list_units(&pool).await? {
+                println!("{}", serde_json::to_string(&unit)?);
+            }
+        }
+    }
+    pool.close().await;
+    Ok(())
+}

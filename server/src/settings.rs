@@ -1,0 +1,137 @@
+//! Server settings: defaults, then an optional TOML file, then `ZHIBAN_*` environment
+//! variables. The defaults alone start a working server on SQLite in `./data`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where to listen. Loopback by default: put a TLS-terminating proxy in front (D24).
+    pub listen: SocketAddr,
+    /// Holds the SQLite database when `database_url` is not set.
+    pub data_dir: PathBuf,
+    /// `sqlite:///abs/path.db` or `postgres://…`; defaults to `<data_dir>/zhiban.db`.
+    pub database_url: Option<String>,
+    /// Overrides the signing key generated on first start (shared by all nodes).
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Largest websocket frame accepted on `/sync`; larger frames close the socket.
+    pub max_frame_bytes: usize,
+    /// Largest JSON body accepted on `/api`.
+    pub max_api_body_bytes: usize,
+    /// A document nobody is subscribed to is dropped from memory after this long.
+    pub document_idle_secs: u64,
+    /// After this many change chunks a document is rewritten as one snapshot.
+    pub snapshot_after_chunks: u32,
+    /// tracing filter, e.g. `info` or `zhiban_server=debug`.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_api_body_bytes: 256 * 1024,
+            document_idle_secs: 60,
+            snapshot_after_chunks: 64,
+            log: "info".into(),
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
+            .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_api_body_bytes", &self.max_api_body_bytes)
+            .field("document_idle_secs", &self.document_idle_secs)
+            .field("snapshot_after_chunks", &self.snapshot_after_chunks)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Defaults → `file` (if given, it must exist) → `ZHIBAN_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("ZHIBAN_").ignore(&["config"]))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let path = std::path::absolute(self.data_dir.join("zhiban.db"))
+                    .unwrap_or_else(|_| self.data_dir.join("zhiban.db"));
+                format!("sqlite://{}?mode=rwc", path.display())
+            }
+        }
+    }
+
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn document_idle(&self) -> Duration {
+        Duration::from_secs(self.document_idle_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_debug_hides_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("zhiban.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\njwt_secret = \"hunter2\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.listen.port(), 9999);
+        assert_eq!(settings.document_idle_secs, 60);
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("zhiban.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9999\"\n").unwrap();
+        assert!(Settings::load(Some(&file)).is_err());
+    }
+}

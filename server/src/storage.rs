@@ -1,0 +1,333 @@
+//! Document storage: one writer task owns all writes and commits whatever is queued in a
+//! single transaction (group commit), so one fsync covers many devices' changes. A caller
+//! learns the outcome of its own writes; nothing is acknowledged before it is committed and
+//! no failure is swallowed.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+use zhiban_protocol::DocumentId;
+
+use crate::db::{Pool, now_ms};
+
+/// Who may see a document, fixed the first time the server stores it (D18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentMeta {
+    pub unit_id: String,
+    pub classified: bool,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Write {
+    RegisterDocument {
+        document_id: DocumentId,
+        meta: DocumentMeta,
+    },
+    /// Changes since the previous chunk.
+    AppendChanges {
+        document_id: DocumentId,
+        seq: i64,
+        data: Vec<u8>,
+    },
+    /// The whole document at `seq`; every older chunk is deleted in the same transaction.
+    Snapshot {
+        document_id: DocumentId,
+        seq: i64,
+        data: Vec<u8>,
+    },
+    SyncState {
+        peer_id: String,
+        document_id: DocumentId,
+        state: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the storage writer has stopped")]
+    Stopped,
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        StorageError::Database(error.to_string())
+    }
+}
+
+enum Job {
+    Write {
+        writes: Vec<Write>,
+        done: Option<oneshot::Sender<Result<(), StorageError>>>,
+    },
+    Stop(oneshot::Sender<()>),
+}
+
+/// A loaded document: its registration (if any) and its chunks in order.
+pub struct StoredDocument {
+    pub meta: Option<DocumentMeta>,
+    pub chunks: Vec<Vec<u8>>,
+    pub next_seq: i64,
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    pool: Pool,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Most jobs gathered into one transaction; bounds the time one commit holds the lock.
+const MAX_JOBS_PER_COMMIT: usize = 1024;
+
+impl Storage {
+    pub fn spawn(pool: Pool) -> (Storage, tokio::task::JoinHandle<()>) {
+        let (jobs, receiver) = mpsc::channel(4096);
+        let writer = tokio::spawn(run_writer(pool.clone(), receiver));
+        (Storage { pool, jobs }, writer)
+    }
+
+    /// Returns once `writes` are committed, or with the error that prevented it.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StorageError> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Write {
+                writes,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| StorageError::Stopped)?;
+        outcome.await.map_err(|_| StorageError::Stopped)?
+    }
+
+    /// For writes whose loss costs only efficiency (sync states): failures are logged.
+    pub fn submit(&self, writes: Vec<Write>) {
+        if let Err(error) = self.jobs.try_send(Job::Write {
+            writes,
+            done: None,
+        }) {
+            tracing::warn!(%error, "storage queue full; sync state not saved");
+        }
+    }
+
+    /// Lets queued writes finish, then stops the writer.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.jobs.send(Job::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
+    pub async fn load_document(
+        &self,
+        document_id: &DocumentId,
+    ) -> Result<StoredDocument, StorageError> {
+        let id = document_id.to_string();
+        let meta = sqlx::query(
+            "SELECT unit_id, classification, created_by FROM documents WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| -> Result<DocumentMeta, sqlx::Error> {
+            Ok(DocumentMeta {
+                unit_id: row.try_get("unit_id")?,
+                classified: row.try_get::<String, _>("classification")? == "classified",
+                created_by: row.try_get("created_by")?,
+            })
+        })
+        .transpose()?;
+        let rows = sqlx::query(
+            "SELECT seq, data FROM document_chunks WHERE document_id = $1 ORDER BY seq",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut next_seq = 0;
+        let mut chunks = Vec::with_capacity(rows.len());
+        for row in rows {
+            next_seq = row.try_get::<i64, _>("seq")? + 1;
+            chunks.push(row.try_get("data")?);
+        }
+        Ok(StoredDocument {
+            meta,
+            chunks,
+            next_seq,
+        })
+    }
+
+    pub async fn load_sync_state(
+        &self,
+        peer_id: &str,
+        document_id: &DocumentId,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(sqlx::query_scalar(
+            "SELECT state FROM sync_states WHERE peer_id = $1 AND document_id = $2",
+        )
+        .bind(peer_id)
+        .bind(document_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+async fn run_writer(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::new();
+    loop {
+        let Some(first) = jobs.recv().await else {
+            return;
+        };
+        let mut stop = None;
+        match first {
+            Job::Write { writes, done } => batch.push((writes, done)),
+            Job::Stop(done) => stop = Some(done),
+        }
+        while stop.is_none() && batch.len() < MAX_JOBS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(Job::Write { writes, done }) => batch.push((writes, done)),
+                Ok(Job::Stop(done)) => stop = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&pool, &mut batch).await;
+        }
+        if let Some(done) = stop {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+type Pending = (Vec<Write>, Option<oneshot::Sender<Result<(), StorageError>>>);
+
+async fn commit_batch(pool: &Pool, batch: &mut Vec<Pending>) {
+    let all: Vec<&Write> = batch.iter().flat_map(|(writes, _)| writes).collect();
+    match apply(pool, &all).await {
+        Ok(()) => {
+            for (_, done) in batch.drain(..) {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            let (writes, done) = batch.pop().expect("one job");
+            report(&writes, done, error);
+        }
+        Err(error) => {
+            // One bad job must not fail its neighbours: retry each on its own.
+            tracing::warn!(%error, jobs = batch.len(), "group commit failed; retrying jobs one by one");
+            for (writes, done) in batch.drain(..) {
+                let refs: Vec<&Write> = writes.iter().collect();
+                match apply(pool, &refs).await {
+                    Ok(()) => {
+                        if let Some(done) = done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                    Err(error) => report(&writes, done, error),
+                }
+            }
+        }
+    }
+}
+
+fn report(
+    writes: &[Write],
+    done: Option<oneshot::Sender<Result<(), StorageError>>>,
+    error: sqlx::Error,
+) {
+    let error = StorageError::from(error);
+    match done {
+        Some(done) => {
+            let _ = done.send(Err(error));
+        }
+        None => tracing::warn!(%error, writes = writes.len(), "background write failed"),
+    }
+}
+
+async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    for write in writes {
+        match write {
+            Write::RegisterDocument { document_id, meta } => {
+                sqlx::query(
+                    "INSERT INTO documents (id, unit_id, classification, created_by, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(document_id.to_string())
+                .bind(&meta.unit_id)
+                .bind(if meta.classified { "classified" } else { "plain" })
+                .bind(&meta.created_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Write::AppendChanges {
+                document_id,
+                seq,
+                data,
+            } => {
+                sqlx::query(
+                    "INSERT INTO document_chunks (document_id, seq, kind, data, created_at) \
+                     VALUES ($1, $2, 'changes', $3, $4)",
+                )
+                .bind(document_id.to_string())
+                .bind(seq)
+                .bind(data)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Write::Snapshot {
+                document_id,
+                seq,
+                data,
+            } => {
+                let id = document_id.to_string();
+                sqlx::query(
+                    "INSERT INTO document_chunks (document_id, seq, kind, data, created_at) \
+                     VALUES ($1, $2, 'snapshot', $3, $4)",
+                )
+                .bind(&id)
+                .bind(seq)
+                .bind(data)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM document_chunks WHERE document_id = $1 AND seq < $2")
+                    .bind(&id)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Write::SyncState {
+                peer_id,
+                document_id,
+                state,
+            } => {
+                sqlx::query(
+                    "INSERT INTO sync_states (peer_id, document_id, state, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (peer_id, document_id) \
+                     DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(peer_id)
+                .bind(document_id.to_string())
+                .bind(state)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+/// Delay before retrying a failed commit: doubling from 50 ms, at most 5 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(5))
+}

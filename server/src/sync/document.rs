@@ -1,0 +1,536 @@
+//! One task per loaded document. It owns the Automerge document and the sync state of every
+//! peer subscribed to it, applies what peers send, commits new changes through the storage
+//! writer and only then answers: no peer ever learns of a change the disk does not hold.
+//! A document nobody uses is unloaded after a while; peers' sync states are kept in the
+//! database so a reconnecting device does not start over.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{Automerge, ChangeHash, ObjType, ReadDoc, Value};
+use tokio::sync::mpsc;
+use zhiban_protocol::{DocumentId, Message};
+
+use super::peer::Peer;
+use crate::AppState;
+use crate::storage::{DocumentMeta, Write, retry_delay};
+
+pub enum Command {
+    /// A `sync` or `request` message from a peer.
+    Sync {
+        peer: Arc<Peer>,
+        data: Vec<u8>,
+        request: bool,
+    },
+    Ephemeral {
+        peer: Arc<Peer>,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    },
+    PeerGone {
+        connection_id: u64,
+    },
+}
+
+const COMMAND_QUEUE: usize = 1024;
+/// Commands applied before committing and answering, so a burst costs one commit.
+const MAX_COMMANDS_PER_ROUND: usize = 512;
+
+/// The loaded documents. A sender is only used while the map's lock is held or the queue is
+/// non-empty, which is what lets an idle actor remove itself without losing a command.
+#[derive(Default)]
+pub struct Documents {
+    actors: Mutex<HashMap<DocumentId, (u64, mpsc::Sender<Command>)>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+impl Documents {
+    /// Delivers `command`, loading the document's actor if needed.
+    pub async fn send(&self, state: &AppState, document_id: DocumentId, command: Command) {
+        let mut command = command;
+        loop {
+            let sender = {
+                let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+                let (_, sender) = actors.entry(document_id).or_insert_with(|| {
+                    let (sender, receiver) = mpsc::channel(COMMAND_QUEUE);
+                    let generation = self
+                        .next_generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let actor = DocumentActor::new(state.clone(), document_id, generation);
+                    state.tasks.spawn(actor.run(receiver));
+                    (generation, sender)
+                });
+                match sender.try_send(command) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        command = back;
+                        sender.clone()
+                    }
+                    Err(mpsc::error::TrySendError::Closed(back)) => {
+                        command = back;
+                        actors.remove(&document_id);
+                        continue;
+                    }
+                }
+            };
+            // The queue is full, so the actor cannot be unloading: wait for room.
+            match sender.send(command).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => command = back,
+            }
+        }
+    }
+
+    /// Delivers `command` only to an actor that is already loaded.
+    pub fn send_if_loaded(&self, document_id: &DocumentId, command: Command) {
+        let actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, sender)) = actors.get(document_id) {
+            // A full queue drops a departure notice at worst; the peer's sync state is then
+            // saved on unload instead.
+            let _ = sender.try_send(command);
+        }
+    }
+
+    pub fn loaded(&self) -> usize {
+        self.actors.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Removes the actor's entry if its queue is empty; false means more work arrived.
+    fn try_unload(
+        &self,
+        document_id: &DocumentId,
+        generation: u64,
+        receiver: &mpsc::Receiver<Command>,
+    ) -> bool {
+        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        if !receiver.is_empty() {
+            return false;
+        }
+        if actors
+            .get(document_id)
+            .is_some_and(|(current, _)| *current == generation)
+        {
+            actors.remove(document_id);
+        }
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+struct Subscriber {
+    peer: Arc<Peer>,
+    state: sync::State,
+    /// None while the document is not yet registered and this peer is offering it.
+    access: Option<Access>,
+    needs_reply: bool,
+}
+
+struct DocumentActor {
+    state: AppState,
+    document_id: DocumentId,
+    generation: u64,
+    document: Automerge,
+    meta: Option<DocumentMeta>,
+    committed_heads: Vec<ChangeHash>,
+    next_seq: i64,
+    chunks_since_snapshot: u32,
+    subscribers: HashMap<u64, Subscriber>,
+    /// For a document the server has not stored yet: the peer whose changes created it.
+    creator: Option<Arc<Peer>>,
+}
+
+impl DocumentActor {
+    fn new(state: AppState, document_id: DocumentId, generation: u64) -> Self {
+        Self {
+            state,
+            document_id,
+            generation,
+            document: Automerge::new(),
+            meta: None,
+            committed_heads: Vec::new(),
+            next_seq: 0,
+            chunks_since_snapshot: 0,
+            subscribers: HashMap::new(),
+            creator: None,
+        }
+    }
+
+    #[tracing::instrument(name = "document", skip_all, fields(document_id = %self.document_id))]
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.load().await;
+        let idle = self.state.settings.document_idle();
+        loop {
+            let command = tokio::select! {
+                command = commands.recv() => command,
+                _ = self.state.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(idle), if self.subscribers.is_empty() => {
+                    if self
+                        .state
+                        .documents
+                        .try_unload(&self.document_id, self.generation, &commands) {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(command) = command else { break };
+            self.handle(command).await;
+            for _ in 1..MAX_COMMANDS_PER_ROUND {
+                match commands.try_recv() {
+                    Ok(command) => self.handle(command).await,
+                    Err(_) => break,
+                }
+            }
+            self.commit_and_reply().await;
+        }
+        self.save_sync_states();
+        tracing::debug!("document unloaded");
+    }
+
+    async fn load(&mut self) {
+        let mut attempt = 0;
+        let stored = loop {
+            match self.state.storage.load_document(&self.document_id).await {
+                Ok(stored) => break stored,
+                Err(error) => {
+                    tracing::error!(%error, attempt, "cannot load document; retrying");
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        };
+        let mut document = Automerge::new();
+        for chunk in &stored.chunks {
+            if let Err(error) = document.load_incremental(chunk) {
+                // Stored bytes were written by us after automerge accepted them; if they no
+                // longer load, say so loudly and serve what did load rather than nothing.
+                tracing::error!(%error, "stored chunk does not load");
+            }
+        }
+        self.committed_heads = document.get_heads();
+        self.document = document;
+        self.meta = stored.meta;
+        self.next_seq = stored.next_seq;
+        self.chunks_since_snapshot = stored.chunks.len().saturating_sub(1) as u32;
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Sync {
+                peer,
+                data,
+                request,
+            } => self.receive(peer, data, request).await,
+            Command::Ephemeral {
+                peer,
+                session_id,
+                count,
+                data,
+            } => self.relay_ephemeral(&peer, session_id, count, data),
+            Command::PeerGone { connection_id } => {
+                if let Some(subscriber) = self.subscribers.remove(&connection_id) {
+                    self.save_sync_state(&subscriber);
+                }
+            }
+        }
+    }
+
+    fn access(&self, peer: &Peer) -> Option<Access> {
+        let meta = self.meta.as_ref()?;
+        if meta.classified && !peer.identity.cleared {
+            return None;
+        }
+        if meta.unit_id == peer.identity.unit_id {
+            Some(Access::ReadWrite)
+        } else if peer.visible_units.contains(&meta.unit_id) {
+            Some(Access::ReadOnly)
+        } else {
+            None
+        }
+    }
+
+    fn unavailable(&self, peer: &Peer) {
+        peer.send(&Message::DocUnavailable {
+            document_id: self.document_id,
+            sender_id: self.state.server_peer_id.clone(),
+            target_id: peer.peer_id.clone(),
+        });
+    }
+
+    async fn receive(&mut self, peer: Arc<Peer>, data: Vec<u8>, request: bool) {
+        let connection_id = peer.connection_id;
+        if !self.subscribers.contains_key(&connection_id) {
+            let access = match &self.meta {
+                Some(_) => match self.access(&peer) {
+                    Some(access) => Some(access),
+                    None => {
+                        // Same answer as for a document that does not exist (D18).
+                        tracing::info!(peer = %peer.peer_id, "access denied");
+                        return self.unavailable(&peer);
+                    }
+                },
+                // Nobody has stored it: a `request` finds nothing, a `sync` offers a new
+                // document, checked against its claimed unit once its content is here.
+                None if request => return self.unavailable(&peer),
+                None => None,
+            };
+            let state = self.initial_sync_state(&peer, access).await;
+            self.subscribers.insert(
+                connection_id,
+                Subscriber {
+                    peer: peer.clone(),
+                    state,
+                    access,
+                    needs_reply: false,
+                },
+            );
+        }
+        let message = match sync::Message::decode(&data) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(peer = %peer.peer_id, %error, "malformed automerge sync message");
+                peer.send(&Message::Error {
+                    message: format!("malformed sync message for {}: {error}", self.document_id),
+                });
+                return;
+            }
+        };
+        let had_content = !self.document.get_heads().is_empty();
+        let subscriber = self
+            .subscribers
+            .get_mut(&connection_id)
+            .expect("subscriber inserted above");
+        if subscriber.access == Some(Access::ReadOnly) && !message.changes.is_empty() {
+            tracing::info!(peer = %peer.peer_id, "changes from a read-only peer ignored");
+        }
+        if let Err(error) = self
+            .document
+            .receive_sync_message(&mut subscriber.state, message)
+        {
+            tracing::warn!(peer = %peer.peer_id, %error, "sync message refused");
+            peer.send(&Message::Error {
+                message: format!("sync message refused for {}: {error}", self.document_id),
+            });
+            return;
+        }
+        subscriber.needs_reply = true;
+        if self.meta.is_none() && !had_content && !self.document.get_heads().is_empty() {
+            self.creator = Some(peer);
+        }
+    }
+
+    async fn initial_sync_state(&self, peer: &Peer, access: Option<Access>) -> sync::State {
+        let mut state = match self
+            .state
+            .storage
+            .load_sync_state(peer.peer_id.as_str(), &self.document_id)
+            .await
+        {
+            Ok(Some(bytes)) => sync::State::decode(&bytes).unwrap_or_default(),
+            Ok(None) => sync::State::new(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot load sync state; starting afresh");
+                sync::State::new()
+            }
+        };
+        state.read_only = access == Some(Access::ReadOnly);
+        state
+    }
+
+    fn relay_ephemeral(&self, from: &Peer, session_id: String, count: u64, data: Vec<u8>) {
+        if self.access(from).is_none() {
+            return self.unavailable(from);
+        }
+        for subscriber in self.subscribers.values() {
+            if subscriber.peer.connection_id != from.connection_id && subscriber.access.is_some() {
+                subscriber.peer.send(&Message::Ephemeral {
+                    document_id: self.document_id,
+                    sender_id: from.peer_id.clone(),
+                    target_id: subscriber.peer.peer_id.clone(),
+                    session_id: session_id.clone(),
+                    count,
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+
+    /// Commits whatever this round changed, then answers: first the commit, then the fan-out.
+    async fn commit_and_reply(&mut self) {
+        let heads = self.document.get_heads();
+        let changed = heads != self.committed_heads;
+        if changed {
+            let mut writes = Vec::with_capacity(2);
+            let mut registered = None;
+            if self.meta.is_none() {
+                match self.claim() {
+                    Ok(meta) => {
+                        writes.push(Write::RegisterDocument {
+                            document_id: self.document_id,
+                            meta: meta.clone(),
+                        });
+                        registered = Some(meta);
+                    }
+                    Err(reason) => return self.refuse_new_document(reason),
+                }
+            }
+            if self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks {
+                writes.push(Write::Snapshot {
+                    document_id: self.document_id,
+                    seq: self.next_seq,
+                    data: self.document.save(),
+                });
+            } else {
+                writes.push(Write::AppendChanges {
+                    document_id: self.document_id,
+                    seq: self.next_seq,
+                    data: self.document.save_after(&self.committed_heads),
+                });
+            }
+            let snapshot = matches!(writes.last(), Some(Write::Snapshot { .. }));
+            self.commit(writes).await;
+            self.next_seq += 1;
+            self.chunks_since_snapshot = if snapshot {
+                0
+            } else {
+                self.chunks_since_snapshot + 1
+            };
+            self.committed_heads = heads;
+            if let Some(meta) = registered {
+                tracing::info!(unit_id = %meta.unit_id, classified = meta.classified, "document registered");
+                self.meta = Some(meta);
+                self.creator = None;
+                self.settle_offering_peers();
+            }
+        }
+        let server_peer_id = &self.state.server_peer_id;
+        for subscriber in self.subscribers.values_mut() {
+            if !(changed || subscriber.needs_reply) {
+                continue;
+            }
+            subscriber.needs_reply = false;
+            if let Some(message) = self.document.generate_sync_message(&mut subscriber.state) {
+                subscriber.peer.send(&Message::Sync {
+                    document_id: self.document_id,
+                    sender_id: server_peer_id.clone(),
+                    target_id: subscriber.peer.peer_id.clone(),
+                    data: message.encode(),
+                });
+            }
+        }
+    }
+
+    /// Retries until the database takes the writes: the changes are in memory and unacknowledged,
+    /// so the devices still hold them too, and nothing is answered until this returns.
+    async fn commit(&self, writes: Vec<Write>) {
+        let mut attempt = 0;
+        while let Err(error) = self.state.storage.commit(writes.clone()).await {
+            tracing::error!(%error, attempt, "cannot store changes; retrying");
+            tokio::time::sleep(retry_delay(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Decides the unit and classification of a document offered by a device: taken from its
+    /// `unit` and `classification` fields, defaulting to the creator's unit and plain. A
+    /// device may only create documents in its own unit, and classified ones only if cleared.
+    fn claim(&self) -> Result<DocumentMeta, String> {
+        let creator = self
+            .creator
+            .as_ref()
+            .ok_or_else(|| "no creator for a new document".to_owned())?;
+        let identity = &creator.identity;
+        let unit_id = root_text(&self.document, "unit").unwrap_or_else(|| identity.unit_id.clone());
+        let classified = match root_text(&self.document, "classification").as_deref() {
+            None | Some("plain") => false,
+            Some("classified") => true,
+            Some(other) => return Err(format!("unknown classification `{other}`")),
+        };
+        if unit_id != identity.unit_id {
+            return Err(format!("cannot create a document in unit {unit_id}"));
+        }
+        if classified && !identity.cleared {
+            return Err("not cleared for classified documents".into());
+        }
+        Ok(DocumentMeta {
+            unit_id,
+            classified,
+            created_by: identity.user_id.clone(),
+        })
+    }
+
+    fn refuse_new_document(&mut self, reason: String) {
+        tracing::warn!(
+            creator = ?self.creator.as_ref().map(|peer| peer.peer_id.clone()),
+            %reason,
+            "new document refused"
+        );
+        for subscriber in std::mem::take(&mut self.subscribers).into_values() {
+            subscriber.peer.send(&Message::Error {
+                message: format!("document {} refused: {reason}", self.document_id),
+            });
+            self.unavailable(&subscriber.peer);
+        }
+        self.document = Automerge::new();
+        self.committed_heads.clear();
+        self.creator = None;
+    }
+
+    /// After registration, peers that offered the document get the access policy gives them.
+    fn settle_offering_peers(&mut self) {
+        let offering: Vec<u64> = self
+            .subscribers
+            .iter()
+            .filter(|(_, subscriber)| subscriber.access.is_none())
+            .map(|(connection_id, _)| *connection_id)
+            .collect();
+        for connection_id in offering {
+            let peer = self.subscribers[&connection_id].peer.clone();
+            match self.access(&peer) {
+                Some(access) => {
+                    let subscriber = self.subscribers.get_mut(&connection_id).expect("present");
+                    subscriber.access = Some(access);
+                    subscriber.state.read_only = access == Access::ReadOnly;
+                }
+                None => {
+                    self.subscribers.remove(&connection_id);
+                    self.unavailable(&peer);
+                }
+            }
+        }
+    }
+
+    fn save_sync_state(&self, subscriber: &Subscriber) {
+        if self.meta.is_some() {
+            self.state.storage.submit(vec![Write::SyncState {
+                peer_id: subscriber.peer.peer_id.to_string(),
+                document_id: self.document_id,
+                state: subscriber.state.encode(),
+            }]);
+        }
+    }
+
+    fn save_sync_states(&self) {
+        for subscriber in self.subscribers.values() {
+            self.save_sync_state(subscriber);
+        }
+    }
+}
+
+/// A root field as text, whether the writer stored a plain string or a collaborative text
+/// object (automerge-repo's JavaScript client does the latter by default).
+fn root_text(document: &Automerge, key: &str) -> Option<String> {
+    match document.get(automerge::ROOT, key).ok()?? {
+        (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
+        (Value::Object(ObjType::Text), id) => document.text(&id).ok(),
+        _ => None,
+    }
+}
+

@@ -1,0 +1,308 @@
+//! `/sync`: the automerge-repo websocket. The upgrade checks the access token; the handshake
+//! binds the connection to the `user:device` peer id; each document message is handed to that
+//! document's actor (`document`), which decides what the peer may see.
+
+mod document;
+mod peer;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use zhiban_protocol::{DecodeError, DocumentId, Message, PROTOCOL_VERSION, PeerMetadata};
+
+pub use document::Documents;
+pub use peer::Connections;
+use document::Command;
+use peer::Peer;
+
+use crate::AppState;
+use crate::auth::{AuthError, Identity};
+use crate::error::AppError;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/sync", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    token: Option<String>,
+}
+
+/// Browsers cannot set headers on a websocket, so the token may come as `?token=`.
+async fn upgrade(
+    State(state): State<AppState>,
+    Query(query): Query<SyncQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, AppError> {
+    let header_token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let token = query
+        .token
+        .as_deref()
+        .or(header_token)
+        .ok_or(AuthError::Missing)?;
+    let identity = Identity::from_token(&state, token).await?;
+    let visible_units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    let max = state.settings.max_frame_bytes;
+    Ok(upgrade
+        // Small buffers: an idle device should cost a few kilobytes, not the defaults' 128 KiB.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let tasks = state.tasks.clone();
+            tasks.track_future(serve_peer(state, socket, identity, visible_units))
+        }))
+}
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+#[tracing::instrument(name = "peer", skip_all, fields(peer = %identity.peer_id()))]
+async fn serve_peer(
+    state: AppState,
+    mut socket: WebSocket,
+    identity: Identity,
+    visible_units: HashSet<String>,
+) {
+    let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let (peer, mut outbox) = Peer::new(
+        connection_id,
+        identity,
+        visible_units,
+        state.shutdown.child_token(),
+    );
+    let peer = Arc::new(peer);
+    if let Err(reason) = handshake(&state, &mut socket, &peer).await {
+        tracing::warn!(%reason, "handshake refused");
+        let _ = socket.send(error_frame(&reason)).await;
+        let _ = socket.send(close_frame(1008, "handshake refused")).await;
+        return;
+    }
+    state.connections.add(peer.clone());
+    tracing::debug!("peer connected");
+
+    let mut documents: HashSet<DocumentId> = HashSet::new();
+    let close = loop {
+        tokio::select! {
+            biased;
+            _ = peer.cancelled().cancelled() => {
+                let (code, text) = peer.close_reason().code_and_text();
+                tracing::info!(code, text, "closing connection");
+                break Some((code, text));
+            }
+            Some(frame) = outbox.recv() => {
+                if socket.send(WsMessage::Binary(frame)).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    if let Err((code, text)) = on_frame(&state, &peer, &mut documents, &frame).await {
+                        break Some((code, text));
+                    }
+                }
+                Some(Ok(WsMessage::Text(_))) => {
+                    tracing::warn!("text frame on /sync");
+                    let _ = socket.send(error_frame("text frames are not part of the protocol")).await;
+                    break Some((1003, "binary frames only"));
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(WsMessage::Close(_))) | None => break None,
+                Some(Err(error)) => {
+                    // Oversized frames and protocol violations end up here.
+                    tracing::warn!(%error, "websocket error");
+                    break Some((1009, "frame too large or malformed"));
+                }
+            },
+        }
+    };
+    // Drain what is already queued for the peer before closing, e.g. a final `error`.
+    while let Ok(frame) = outbox.try_recv() {
+        if socket.send(WsMessage::Binary(frame)).await.is_err() {
+            break;
+        }
+    }
+    if let Some((code, text)) = close {
+        let _ = socket.send(close_frame(code, text)).await;
+    }
+    state.connections.remove(&peer);
+    for document_id in documents {
+        state
+            .documents
+            .send_if_loaded(&document_id, Command::PeerGone { connection_id });
+    }
+    tracing::debug!("peer disconnected");
+}
+
+async fn handshake(state: &AppState, socket: &mut WebSocket, peer: &Peer) -> Result<(), String> {
+    let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.recv()).await {
+        Err(_) => return Err("no join message in time".into()),
+        Ok(None | Some(Err(_))) => return Err("connection closed before join".into()),
+        Ok(Some(Ok(WsMessage::Binary(frame)))) => frame,
+        Ok(Some(Ok(_))) => return Err("expected a binary join message".into()),
+    };
+    match Message::decode(&first) {
+        Ok(Message::Join {
+            sender_id,
+            supported_protocol_versions,
+            ..
+        }) => {
+            if sender_id != peer.peer_id {
+                return Err(format!(
+                    "peer id {sender_id} does not belong to this device (expected {})",
+                    peer.peer_id
+                ));
+            }
+            if !supported_protocol_versions
+                .iter()
+                .any(|v| v == PROTOCOL_VERSION)
+            {
+                return Err("no supported protocol version (we speak \"1\")".into());
+            }
+        }
+        Ok(other) => return Err(format!("expected join, got {}", other.type_name())),
+        Err(error) => return Err(format!("malformed join message: {error}")),
+    }
+    let reply = Message::Peer {
+        sender_id: state.server_peer_id.clone(),
+        target_id: peer.peer_id.clone(),
+        selected_protocol_version: PROTOCOL_VERSION.into(),
+        peer_metadata: Some(PeerMetadata {
+            storage_id: None,
+            is_ephemeral: false,
+        }),
+    };
+    socket
+        .send(WsMessage::Binary(Bytes::from(reply.encode())))
+        .await
+        .map_err(|e| format!("cannot answer join: {e}"))
+}
+
+/// Handles one frame after the handshake; an `Err` closes the connection with that code.
+async fn on_frame(
+    state: &AppState,
+    peer: &Arc<Peer>,
+    documents: &mut HashSet<DocumentId>,
+    frame: &[u8],
+) -> Result<(), (u16, &'static str)> {
+    let message = match Message::decode(frame) {
+        Ok(message) => message,
+        Err(DecodeError::UnknownType(kind)) => {
+            // Newer peers may speak messages we do not know; say so and carry on.
+            tracing::warn!(%kind, "unknown message type");
+            peer.send(&Message::Error {
+                message: format!("unknown message type `{kind}`"),
+            });
+            return Ok(());
+        }
+        Err(error) => {
+            tracing::warn!(%error, bytes = frame.len(), "malformed frame");
+            peer.send(&Message::Error {
+                message: format!("malformed message: {error}"),
+            });
+            return Err((1007, "malformed message"));
+        }
+    };
+    let sender = match &message {
+        Message::Request { sender_id, .. }
+        | Message::Sync { sender_id, .. }
+        | Message::Ephemeral { sender_id, .. }
+        | Message::DocUnavailable { sender_id, .. }
+        | Message::Leave { sender_id }
+        | Message::RemoteHeadsChanged { sender_id, .. }
+        | Message::RemoteSubscriptionChange { sender_id, .. } => Some(sender_id),
+        _ => None,
+    };
+    if sender.is_some_and(|sender| *sender != peer.peer_id) {
+        tracing::warn!(claimed = ?sender, "message claims another peer id");
+        peer.send(&Message::Error {
+            message: "senderId does not match this connection".into(),
+        });
+        return Err((1008, "senderId does not match this connection"));
+    }
+    match message {
+        Message::Sync {
+            document_id, data, ..
+        } => forward_sync(state, peer, documents, document_id, data, false).await,
+        Message::Request {
+            document_id, data, ..
+        } => forward_sync(state, peer, documents, document_id, data, true).await,
+        Message::Ephemeral {
+            document_id,
+            session_id,
+            count,
+            data,
+            ..
+        } => {
+            state.documents.send_if_loaded(
+                &document_id,
+                Command::Ephemeral {
+                    peer: peer.clone(),
+                    session_id,
+                    count,
+                    data,
+                },
+            );
+        }
+        Message::Leave { .. } => return Err((1000, "leave")),
+        Message::Error { message } => tracing::info!(%message, "peer reported an error"),
+        Message::DocUnavailable { .. }
+        | Message::RemoteHeadsChanged { .. }
+        | Message::RemoteSubscriptionChange { .. } => {}
+        Message::Join { .. } | Message::Peer { .. } => {
+            peer.send(&Message::Error {
+                message: "handshake already done".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn forward_sync(
+    state: &AppState,
+    peer: &Arc<Peer>,
+    documents: &mut HashSet<DocumentId>,
+    document_id: DocumentId,
+    data: Vec<u8>,
+    request: bool,
+) {
+    documents.insert(document_id);
+    let command = Command::Sync {
+        peer: peer.clone(),
+        data,
+        request,
+    };
+    state.documents.send(state, document_id, command).await;
+}
+
+fn error_frame(message: &str) -> WsMessage {
+    WsMessage::Binary(Bytes::from(
+        Message::Error {
+            message: message.to_owned(),
+        }
+        .encode(),
+    ))
+}
+
+fn close_frame(code: u16, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}

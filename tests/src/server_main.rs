@@ -1,0 +1,1 @@
+fn main() { zhiban_server::main() }

@@ -389,8 +389,18 @@ impl Fields {
             message_type: t,
             field,
         };
-        let sender = || self.sender_id.clone().map(PeerId::new).ok_or(missing("senderId"));
-        let target = || self.target_id.clone().map(PeerId::new).ok_or(missing("targetId"));
+        let sender = || {
+            self.sender_id
+                .clone()
+                .map(PeerId::new)
+                .ok_or(missing("senderId"))
+        };
+        let target = || {
+            self.target_id
+                .clone()
+                .map(PeerId::new)
+                .ok_or(missing("targetId"))
+        };
         let document = || self.document_id.ok_or(missing("documentId"));
         Ok(match t {
             "join" => Message::Join {
@@ -527,8 +537,7 @@ fn number(d: &mut Decoder<'_>, field: &'static str) -> Result<u64, DecodeError> 
         Type::U8 | Type::U16 | Type::U32 | Type::U64 => Ok(d.u64()?),
         Type::F16 | Type::F32 | Type::F64 => {
             let value = d.f64()?;
-            if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(64)
-            {
+            if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(64) {
                 Ok(value as u64)
             } else {
                 Err(DecodeError::WrongType(field))
@@ -637,13 +646,18 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (peer(), proptest::collection::vec("[0-9]{1,3}", 0..3), metadata()).prop_map(
-                |(sender_id, supported_protocol_versions, peer_metadata)| Message::Join {
-                    sender_id,
-                    supported_protocol_versions,
-                    peer_metadata
-                }
-            ),
+            (
+                peer(),
+                proptest::collection::vec("[0-9]{1,3}", 0..3),
+                metadata()
+            )
+                .prop_map(|(sender_id, supported_protocol_versions, peer_metadata)| {
+                    Message::Join {
+                        sender_id,
+                        supported_protocol_versions,
+                        peer_metadata,
+                    }
+                }),
             (peer(), peer(), "[0-9]{1,3}", metadata()).prop_map(
                 |(sender_id, target_id, selected_protocol_version, peer_metadata)| {
                     Message::Peer {
@@ -679,18 +693,26 @@ mod tests {
                     target_id,
                 }
             }),
-            (document(), peer(), peer(), "[a-z0-9]{0,20}", any::<u64>(), bytes()).prop_map(
-                |(document_id, sender_id, target_id, session_id, count, data)| {
-                    Message::Ephemeral {
-                        document_id,
-                        sender_id,
-                        target_id,
-                        session_id,
-                        count,
-                        data,
+            (
+                document(),
+                peer(),
+                peer(),
+                "[a-z0-9]{0,20}",
+                any::<u64>(),
+                bytes()
+            )
+                .prop_map(
+                    |(document_id, sender_id, target_id, session_id, count, data)| {
+                        Message::Ephemeral {
+                            document_id,
+                            sender_id,
+                            target_id,
+                            session_id,
+                            count,
+                            data,
+                        }
                     }
-                }
-            ),
+                ),
             (
                 peer(),
                 peer(),
@@ -711,7 +733,10 @@ mod tests {
                 peer(),
                 proptest::collection::btree_map(
                     "[a-z0-9]{1,10}",
-                    (proptest::collection::vec("[a-f0-9]{64}", 0..3), any::<u64>())
+                    (
+                        proptest::collection::vec("[a-f0-9]{64}", 0..3),
+                        any::<u64>()
+                    )
                         .prop_map(|(heads, timestamp)| HeadsInfo { heads, timestamp }),
                     0..3
                 )
@@ -771,7 +796,12 @@ mod tests {
     #[test]
     fn unknown_types_are_named_in_the_error() {
         let mut e = Encoder::new(Vec::new());
-        e.map(1).unwrap().str("type").unwrap().str("teleport").unwrap();
+        e.map(1)
+            .unwrap()
+            .str("type")
+            .unwrap()
+            .str("teleport")
+            .unwrap();
         assert_eq!(
             Message::decode(&e.into_writer()),
             Err(DecodeError::UnknownType("teleport".into()))

@@ -258,7 +258,9 @@ async fn login(
         }
         None => {
             let device_id = uuid::Uuid::now_v7().to_string();
-            let name = request.device_name.unwrap_or_else(|| "unnamed device".into());
+            let name = request
+                .device_name
+                .unwrap_or_else(|| "unnamed device".into());
             if name.len() > 200 {
                 return Err(AppError::BadRequest("device_name is too long".into()));
             }
@@ -455,10 +457,12 @@ pub async fn load_signing_secret(pool: &Pool, configured: Option<&str>) -> anyho
     }
     let mut fresh = vec![0u8; 32];
     rand::rng().fill_bytes(&mut fresh);
-    sqlx::query("INSERT INTO server_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING")
-        .bind(fresh)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO server_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(fresh)
+    .execute(pool)
+    .await?;
     Ok(
         sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt'")
             .fetch_one(pool)

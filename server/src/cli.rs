@@ -10,7 +10,11 @@ use crate::units::{self, NewUser, Role};
 use crate::{Settings, db, launch};
 
 #[derive(Parser)]
-#[command(name = "zhiban-server", version, about = "Zhiban duty-office relay server")]
+#[command(
+    name = "zhiban-server",
+    version,
+    about = "Zhiban duty-office relay server"
+)]
 struct Cli {
     /// TOML settings file; `ZHIBAN_*` environment variables override it.
     #[arg(long, env = "ZHIBAN_CONFIG", global = true)]
@@ -95,7 +99,10 @@ fn init_tracing(filter: &str) {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen).await?;
     // Scripts and tests that start us on port 0 read the real address from this line.
-    println!("zhiban-server listening on http://{}", listener.local_addr()?);
+    println!(
+        "zhiban-server listening on http://{}",
+        listener.local_addr()?
+    );
     launch(settings, listener, shutdown_signal()).await
 }
 
@@ -125,7 +132,10 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
     match admin {
         Admin::CreateUnit { name, parent } => {
-            println!("{}", units::create_unit(&pool, &name, parent.as_deref()).await?);
+            println!(
+                "{}",
+                units::create_unit(&pool, &name, parent.as_deref()).await?
+            );
         }
         Admin::CreateUser {
             username,

@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 pub enum AppError {
     #[error("{0}")]
     BadRequest(String),
+    /// The body could not be read as the JSON asked for (malformed, wrong type, too large).
+    #[error("{1}")]
+    Rejected(StatusCode, String),
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -33,7 +36,7 @@ impl From<sqlx::Error> for AppError {
 
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
-        AppError::BadRequest(rejection.body_text())
+        AppError::Rejected(rejection.status(), rejection.body_text())
     }
 }
 
@@ -41,6 +44,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match &self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Rejected(status, _) => *status,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -59,8 +63,8 @@ impl IntoResponse for AppError {
     }
 }
 
-/// `Json` whose rejections (malformed JSON, wrong content type, too large) become
-/// `AppError::BadRequest` with a JSON body, like every other API error.
+/// `Json` whose rejections (malformed JSON, wrong content type, too large) get a JSON body
+/// and a log line like every other API error.
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(AppError))]
 pub struct ApiJson<T>(pub T);

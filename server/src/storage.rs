@@ -104,10 +104,7 @@ impl Storage {
 
     /// For writes whose loss costs only efficiency (sync states): failures are logged.
     pub fn submit(&self, writes: Vec<Write>) {
-        if let Err(error) = self.jobs.try_send(Job::Write {
-            writes,
-            done: None,
-        }) {
+        if let Err(error) = self.jobs.try_send(Job::Write { writes, done: None }) {
             tracing::warn!(%error, "storage queue full; sync state not saved");
         }
     }
@@ -125,20 +122,19 @@ impl Storage {
         document_id: &DocumentId,
     ) -> Result<StoredDocument, StorageError> {
         let id = document_id.to_string();
-        let meta = sqlx::query(
-            "SELECT unit_id, classification, created_by FROM documents WHERE id = $1",
-        )
-        .bind(&id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|row| -> Result<DocumentMeta, sqlx::Error> {
-            Ok(DocumentMeta {
-                unit_id: row.try_get("unit_id")?,
-                classified: row.try_get::<String, _>("classification")? == "classified",
-                created_by: row.try_get("created_by")?,
-            })
-        })
-        .transpose()?;
+        let meta =
+            sqlx::query("SELECT unit_id, classification, created_by FROM documents WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|row| -> Result<DocumentMeta, sqlx::Error> {
+                    Ok(DocumentMeta {
+                        unit_id: row.try_get("unit_id")?,
+                        classified: row.try_get::<String, _>("classification")? == "classified",
+                        created_by: row.try_get("created_by")?,
+                    })
+                })
+                .transpose()?;
         let rows = sqlx::query(
             "SELECT seq, data FROM document_chunks WHERE document_id = $1 ORDER BY seq",
         )
@@ -201,7 +197,10 @@ async fn run_writer(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-type Pending = (Vec<Write>, Option<oneshot::Sender<Result<(), StorageError>>>);
+type Pending = (
+    Vec<Write>,
+    Option<oneshot::Sender<Result<(), StorageError>>>,
+);
 
 async fn commit_batch(pool: &Pool, batch: &mut Vec<Pending>) {
     let all: Vec<&Write> = batch.iter().flat_map(|(writes, _)| writes).collect();
@@ -261,7 +260,11 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
                 )
                 .bind(document_id.to_string())
                 .bind(&meta.unit_id)
-                .bind(if meta.classified { "classified" } else { "plain" })
+                .bind(if meta.classified {
+                    "classified"
+                } else {
+                    "plain"
+                })
                 .bind(&meta.created_by)
                 .bind(now)
                 .execute(&mut *tx)

@@ -78,7 +78,11 @@ pub async fn visible_units(pool: &Pool, unit_id: &str) -> Result<HashSet<String>
     .map(|ids| ids.into_iter().collect())
 }
 
-pub async fn create_unit(pool: &Pool, name: &str, parent: Option<&str>) -> Result<String, UnitError> {
+pub async fn create_unit(
+    pool: &Pool,
+    name: &str,
+    parent: Option<&str>,
+) -> Result<String, UnitError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(UnitError::Invalid("a unit name has 1 to 200 characters"));

@@ -1,1 +1,13 @@
+//! The one integration test binary: the real server on port 0 with a fresh SQLite file per
+//! test, driven by raw protocol peers, the stock JavaScript automerge-repo client and samod.
 
+mod auth;
+mod bad_input;
+mod durability;
+mod helpers;
+mod interop;
+#[path = "../support/js_peer.rs"]
+mod js_peer;
+mod relay;
+#[path = "../support/samod_peer.rs"]
+mod samod_peer;

@@ -1,1 +1,3 @@
-fn main() { zhiban_server::main() }
+fn main() {
+    zhiban_server::main()
+}

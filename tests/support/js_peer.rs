@@ -63,14 +63,21 @@ fn str_field(v: &Value, key: &str) -> String {
 impl JsPeer {
     /// Spawns node with peer.mjs, which logs in at `server` (e.g. `http://127.0.0.1:PORT`) and
     /// connects to `/sync`; waits (up to 30 s) for its ready line.
-    pub async fn start(server: &str, username: &str, password: &str, device: &str) -> anyhow::Result<JsPeer> {
+    pub async fn start(
+        server: &str,
+        username: &str,
+        password: &str,
+        device: &str,
+    ) -> anyhow::Result<JsPeer> {
         let dir = js_dir();
         let script = dir.join("peer.mjs");
         if !script.is_file() {
             bail!("{} is missing", script.display());
         }
         if !dir.join("node_modules/@automerge/automerge-repo").is_dir()
-            || !dir.join("node_modules/@automerge/automerge-repo-network-websocket").is_dir()
+            || !dir
+                .join("node_modules/@automerge/automerge-repo-network-websocket")
+                .is_dir()
         {
             bail!(
                 "{}/node_modules is missing: run `npm ci --prefix tests/js` (Node 20+) before these tests",
@@ -79,16 +86,31 @@ impl JsPeer {
         }
 
         let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".to_owned());
-        let stderr = if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let stderr = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let mut child = Command::new(&node)
             .arg(&script)
-            .args(["--server", server, "--username", username, "--password", password, "--device", device])
+            .args([
+                "--server",
+                server,
+                "--username",
+                username,
+                "--password",
+                password,
+                "--device",
+                device,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("spawning `{node}` (Node 20+ must be on PATH, or set NODE_BIN)"))?;
+            .with_context(|| {
+                format!("spawning `{node}` (Node 20+ must be on PATH, or set NODE_BIN)")
+            })?;
         let stdin = child.stdin.take().context("child stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?).lines();
 
@@ -107,8 +129,14 @@ impl JsPeer {
             Ok(r) => r.with_context(|| format!("js peer {device}: waiting for the ready line"))?,
             Err(_) => bail!("js peer {device}: no ready line within {READY_TIMEOUT:?}"),
         };
-        if line.get("ok") != Some(&Value::Bool(true)) || line.get("ready") != Some(&Value::Bool(true)) {
-            let error = line.get("error").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| line.to_string());
+        if line.get("ok") != Some(&Value::Bool(true))
+            || line.get("ready") != Some(&Value::Bool(true))
+        {
+            let error = line
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| line.to_string());
             let status = tokio::time::timeout(Duration::from_secs(5), peer.child.wait()).await;
             bail!("js peer {device} failed to start: {error} (exit: {status:?})");
         }
@@ -135,7 +163,10 @@ impl JsPeer {
         let auto_id = !map.contains_key("id");
         if auto_id {
             self.next_id += 1;
-            map.insert("id".to_owned(), Value::String(format!("{AUTO_ID_PREFIX}{}", self.next_id)));
+            map.insert(
+                "id".to_owned(),
+                Value::String(format!("{AUTO_ID_PREFIX}{}", self.next_id)),
+            );
         }
         let id = map["id"].clone();
         let mut line = serde_json::to_string(&Value::Object(map))?;
@@ -170,7 +201,9 @@ impl JsPeer {
     /// does not within 10 s).
     pub async fn close(mut self) -> anyhow::Result<()> {
         let device = self.device.clone();
-        let reply = self.call(serde_json::json!({"cmd": "close", "timeout_ms": 0})).await;
+        let reply = self
+            .call(serde_json::json!({"cmd": "close", "timeout_ms": 0}))
+            .await;
         drop(self.stdin);
         let status = match tokio::time::timeout(CLOSE_TIMEOUT, self.child.wait()).await {
             Ok(status) => status.with_context(|| format!("js peer {device}: waiting for exit"))?,
@@ -204,7 +237,10 @@ impl JsPeer {
             }
             match serde_json::from_str::<Value>(line) {
                 Ok(v) => return Ok(v),
-                Err(_) => eprintln!("js peer {}: ignoring a non-JSON line on stdout: {line}", self.device),
+                Err(_) => eprintln!(
+                    "js peer {}: ignoring a non-JSON line on stdout: {line}",
+                    self.device
+                ),
             }
         }
     }

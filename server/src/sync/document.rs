@@ -533,4 +533,3 @@ fn root_text(document: &Automerge, key: &str) -> Option<String> {
         _ => None,
     }
 }
-

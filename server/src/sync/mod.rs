@@ -20,9 +20,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use zhiban_protocol::{DecodeError, DocumentId, Message, PROTOCOL_VERSION, PeerMetadata};
 
+use document::Command;
 pub use document::Documents;
 pub use peer::Connections;
-use document::Command;
 use peer::Peer;
 
 use crate::AppState;

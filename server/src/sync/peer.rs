@@ -129,7 +129,10 @@ impl Connections {
     /// Closes every socket of the device; returns how many there were.
     pub fn disconnect_device(&self, device_id: &str) -> usize {
         let by_device = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
-        let peers = by_device.get(device_id).map(Vec::as_slice).unwrap_or_default();
+        let peers = by_device
+            .get(device_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for peer in peers {
             peer.close(CloseReason::Revoked);
         }

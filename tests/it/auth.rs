@@ -1,0 +1,283 @@
+//! Login, refresh, token checks and device revocation (D24).
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use zhiban_server::units::Role;
+
+use crate::helpers::{PASSWORD, RawPeer, Received, spawn_app};
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    for (username, password) in [("alice", "wrong password"), ("nobody", PASSWORD)] {
+        let response = app
+            .http
+            .post(app.url("/api/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "wrong username or password");
+    }
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_work_once() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let session = app.login("alice", "phone").await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/api/auth/refresh"))
+                .json(&json!({ "refresh_token": token }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let renewed = refresh(session.refresh_token.clone()).await;
+    assert_eq!(renewed.status(), 200);
+    let renewed: serde_json::Value = renewed.json().await.unwrap();
+    assert_eq!(renewed["device_id"], session.device_id.as_str());
+    assert_ne!(renewed["refresh_token"], session.refresh_token.as_str());
+    assert_eq!(
+        refresh(session.refresh_token).await.status(),
+        401,
+        "spent token reused"
+    );
+    let me = app
+        .http
+        .get(app.url("/api/me"))
+        .bearer_auth(renewed["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(me["peer_id"], session.peer_id.as_str());
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    dev: &'a str,
+    aud: &'a str,
+    iss: &'a str,
+    iat: i64,
+    exp: i64,
+}
+
+#[tokio::test]
+async fn expired_forged_and_wrong_audience_tokens_are_refused() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let session = app.login("alice", "phone").await;
+    let secret: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let sign = |key: &[u8], aud: &str, exp: i64| {
+        let claims = Claims {
+            sub: &session.user_id,
+            dev: &session.device_id,
+            aud,
+            iss: "zhiban",
+            iat: now - 3600,
+            exp,
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let valid = sign(&secret, "zhiban", now + 600);
+    let cases = [
+        (
+            "expired",
+            sign(&secret, "zhiban", now - 120),
+            "access token expired",
+        ),
+        (
+            "forged",
+            sign(b"another key that is 32 bytes long", "zhiban", now + 600),
+            "invalid access token",
+        ),
+        (
+            "wrong audience",
+            sign(&secret, "somebody-else", now + 600),
+            "invalid access token",
+        ),
+        ("garbage", "not.a.token".to_owned(), "invalid access token"),
+    ];
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url("/api/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        me(valid.clone()).await.status(),
+        200,
+        "the control token works"
+    );
+    for (name, token, message) in cases {
+        let response = me(token.clone()).await;
+        assert_eq!(response.status(), 401, "{name} token on /api");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], message, "{name}");
+        let refused = RawPeer::connect(&app.sync_url(&token), &session.peer_id).await;
+        let error = refused
+            .err()
+            .unwrap_or_else(|| panic!("{name} token opened /sync"));
+        assert!(error.to_string().contains("401"), "{name}: {error}");
+    }
+    RawPeer::connect(&app.sync_url(&valid), &session.peer_id)
+        .await
+        .expect("the control token opens /sync");
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_cut_off_within_a_second() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let lost = app.login("alice", "lost phone").await;
+    let desk = app.login("alice", "desk").await;
+    let mut socket = RawPeer::connect(&app.sync_url(&lost.access_token), &lost.peer_id)
+        .await
+        .unwrap();
+    let mut other = RawPeer::connect(&app.sync_url(&desk.access_token), &desk.peer_id)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let response = app
+        .http
+        .post(app.url(&format!("/api/devices/{}/revoke", lost.device_id)))
+        .bearer_auth(&desk.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    match socket.recv_within(Duration::from_secs(1)).await.unwrap() {
+        Received::Closed(code) => assert_eq!(code, Some(4001)),
+        other => panic!("expected the socket to close, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    let refresh = app
+        .http
+        .post(app.url("/api/auth/refresh"))
+        .json(&json!({ "refresh_token": lost.refresh_token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 401);
+    let me = app
+        .http
+        .get(app.url("/api/me"))
+        .bearer_auth(&lost.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401, "the unexpired access token is dead too");
+    let reconnect = RawPeer::connect(&app.sync_url(&lost.access_token), &lost.peer_id).await;
+    assert!(reconnect.is_err());
+    let relogin = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"username": "alice", "password": PASSWORD, "device_id": lost.device_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        relogin.status(),
+        403,
+        "a revoked device cannot log in again"
+    );
+
+    // The other device of the same user is untouched.
+    let probe = zhiban_protocol::DocumentId::random();
+    let mut doc = automerge::Automerge::new();
+    assert!(!other.sync(probe, &mut doc).await.unwrap());
+}
+
+#[tokio::test]
+async fn only_the_owner_or_a_superior_admin_may_revoke() {
+    let app = spawn_app().await;
+    let district = app.create_unit("District", None).await;
+    let town_a = app.create_unit("Town A", Some(&district)).await;
+    let town_b = app.create_unit("Town B", Some(&district)).await;
+    app.create_user("alice", &town_a, Role::Officer, false)
+        .await;
+    app.create_user("bob", &town_b, Role::Admin, false).await;
+    app.create_user("root", &district, Role::Admin, false).await;
+    let alice = app.login("alice", "phone").await;
+    let bob = app.login("bob", "phone").await;
+    let root = app.login("root", "desk").await;
+    let revoke = |token: String| {
+        let app = &app;
+        let url = app.url(&format!("/api/devices/{}/revoke", alice.device_id));
+        async move { app.http.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(
+        revoke(bob.access_token).await.status(),
+        404,
+        "a sibling unit's admin"
+    );
+    assert_eq!(
+        revoke(root.access_token).await.status(),
+        204,
+        "the district's admin"
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_claiming_another_peer_id_is_dropped() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    app.create_user("anna", &unit, Role::Officer, false).await;
+    let alice = app.login("alice", "phone").await;
+    let anna = app.login("anna", "phone").await;
+    let error = RawPeer::connect(&app.sync_url(&alice.access_token), &anna.peer_id)
+        .await
+        .err()
+        .expect("the handshake must fail");
+    assert!(error.to_string().contains("expected peer"), "{error}");
+
+    // Claiming another id after the handshake closes the socket too.
+    let mut peer = RawPeer::connect(&app.sync_url(&alice.access_token), &alice.peer_id)
+        .await
+        .unwrap();
+    let message = zhiban_protocol::Message::Request {
+        document_id: zhiban_protocol::DocumentId::random(),
+        sender_id: zhiban_protocol::PeerId::new(anna.peer_id.clone()),
+        target_id: peer.server_id.clone(),
+        data: automerge::sync::Message::decode(&[])
+            .map(|m| m.encode())
+            .unwrap_or_default(),
+    };
+    peer.send(&message).await.unwrap();
+    let (code, errors) = peer.until_closed().await.unwrap();
+    assert_eq!(code, Some(1008));
+    assert!(errors.iter().any(|e| e.contains("senderId")), "{errors:?}");
+}

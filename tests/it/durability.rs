@@ -1,0 +1,195 @@
+//! Nothing confirmed is lost: across a clean restart, across `kill -9` of the server process
+//! right after it confirmed a change, and across snapshot compaction.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use automerge::Automerge;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use zhiban_protocol::DocumentId;
+use zhiban_server::units::Role;
+
+use crate::helpers::{
+    PASSWORD, RawPeer, Session, edit, new_document, org, spawn_app, spawn_app_with, test_settings,
+    text,
+};
+
+#[tokio::test]
+async fn documents_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(test_settings(dir.path())).await;
+    org(&app).await;
+    let mut alice = app.peer("alice").await;
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "Gas leak")]);
+    assert!(alice.sync(id, &mut doc).await.unwrap());
+    drop(alice);
+    app.stop().await.unwrap();
+
+    let app = spawn_app_with(test_settings(dir.path())).await;
+    let mut anna = app.peer("anna").await;
+    let mut copy = Automerge::new();
+    assert!(anna.sync(id, &mut copy).await.unwrap());
+    assert_eq!(copy.get_heads(), doc.get_heads());
+    assert_eq!(text(&copy, "title").as_deref(), Some("Gas leak"));
+}
+
+#[tokio::test]
+async fn snapshots_fold_chunks_without_losing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.snapshot_after_chunks = 4;
+    let app = spawn_app_with(settings.clone()).await;
+    org(&app).await;
+    let mut alice = app.peer("alice").await;
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "Storm")]);
+    let mut state = automerge::sync::State::new();
+    for round in 0..10 {
+        edit(&mut doc, &format!("step{round}"), "done");
+        assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
+    }
+    assert!(app.chunk_rows().await <= 4, "chunks were not folded");
+    drop(alice);
+    app.stop().await.unwrap();
+
+    let app = spawn_app_with(settings).await;
+    let mut copy = Automerge::new();
+    assert!(app.peer("anna").await.sync(id, &mut copy).await.unwrap());
+    assert_eq!(copy.get_heads(), doc.get_heads());
+    assert_eq!(text(&copy, "step9").as_deref(), Some("done"));
+}
+
+struct ServerProcess {
+    child: Child,
+    address: String,
+}
+
+async fn start_server_process(data_dir: &Path) -> ServerProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"))
+        .env("ZHIBAN_LISTEN", "127.0.0.1:0")
+        .env("ZHIBAN_DATA_DIR", data_dir)
+        .env("ZHIBAN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("server prints its address")
+        .unwrap()
+        .expect("a line");
+    let address = line
+        .strip_prefix("zhiban-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    ServerProcess { child, address }
+}
+
+async fn login(address: &str, username: &str) -> Session {
+    reqwest::Client::new()
+        .post(format!("http://{address}/api/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kill_9_right_after_a_confirmation_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let pool = zhiban_server::db::connect(&test_settings(dir.path()).database_url())
+            .await
+            .unwrap();
+        let unit = zhiban_server::units::create_unit(&pool, "Town A", None)
+            .await
+            .unwrap();
+        for name in ["alice", "anna"] {
+            zhiban_server::units::create_user(
+                &pool,
+                zhiban_server::units::NewUser {
+                    username: name,
+                    display_name: None,
+                    password: PASSWORD,
+                    unit_id: &unit,
+                    role: Role::Officer,
+                    cleared: false,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+
+    let mut server = start_server_process(dir.path()).await;
+    let session = login(&server.address, "alice").await;
+    let url = format!(
+        "ws://{}/sync?token={}",
+        server.address, session.access_token
+    );
+    let mut alice = RawPeer::connect(&url, &session.peer_id).await.unwrap();
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "Chemical spill")]);
+    let mut state = automerge::sync::State::new();
+    for round in 0..20 {
+        edit(&mut doc, &format!("followup{round}"), "reported");
+        // Returns as soon as the server's sync message reports our heads.
+        alice
+            .push_until_acknowledged(id, &mut doc, &mut state)
+            .await
+            .unwrap();
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let server = start_server_process(dir.path()).await;
+    let session = login(&server.address, "anna").await;
+    let url = format!(
+        "ws://{}/sync?token={}",
+        server.address, session.access_token
+    );
+    let mut anna = RawPeer::connect(&url, &session.peer_id).await.unwrap();
+    let mut copy = Automerge::new();
+    assert!(anna.sync(id, &mut copy).await.unwrap());
+    assert_eq!(
+        copy.get_heads(),
+        doc.get_heads(),
+        "every confirmed change is there"
+    );
+    assert_eq!(text(&copy, "followup19").as_deref(), Some("reported"));
+}
+
+#[tokio::test]
+async fn a_restart_keeps_users_and_the_signing_key() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let session = app.login("alice", "phone").await;
+    let (settings, _dir) = app.stop_keeping_data().await;
+    let app = spawn_app_with(settings).await;
+    let me = app
+        .http
+        .get(app.url("/api/me"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        200,
+        "tokens issued before the restart still work"
+    );
+}

@@ -1,0 +1,410 @@
+//! `spawn_app()`: the real server on port 0 with a fresh SQLite file, plus typed helpers to
+//! set up units and users, log in, and speak the sync protocol as a raw peer.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use automerge::sync::SyncDoc;
+use automerge::{Automerge, ChangeHash};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use zhiban_protocol::{DocumentId, Message, PeerId};
+use zhiban_server::units::{NewUser, Role};
+use zhiban_server::{Settings, db};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,zhiban_server=debug".into()),
+                )
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+pub struct TestApp {
+    pub address: std::net::SocketAddr,
+    pub http: reqwest::Client,
+    pub pool: db::Pool,
+    pub settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn test_settings(data_dir: &Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_app_with(test_settings(dir.path())).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the server with `settings` (its data directory is kept by the caller).
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_logs();
+    let pool = db::connect(&settings.database_url())
+        .await
+        .expect("database");
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .expect("bind");
+    let address = listener.local_addr().unwrap();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(zhiban_server::launch(
+        settings.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        pool,
+        settings,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub peer_id: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn sync_url(&self, token: &str) -> String {
+        format!("ws://{}/sync?token={token}", self.address)
+    }
+
+    pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
+        zhiban_server::units::create_unit(&self.pool, name, parent)
+            .await
+            .expect("create unit")
+    }
+
+    pub async fn create_user(&self, username: &str, unit_id: &str, role: Role, cleared: bool) {
+        zhiban_server::units::create_user(
+            &self.pool,
+            NewUser {
+                username,
+                display_name: None,
+                password: PASSWORD,
+                unit_id,
+                role,
+                cleared,
+            },
+        )
+        .await
+        .expect("create user");
+    }
+
+    pub async fn login(&self, username: &str, device: &str) -> Session {
+        let response = self
+            .http
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"username": username, "password": PASSWORD, "device_name": device}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), 200, "login of {username} failed");
+        response.json().await.expect("login body")
+    }
+
+    /// A raw protocol peer logged in as `username` on a new device.
+    pub async fn peer(&self, username: &str) -> RawPeer {
+        let session = self.login(username, "raw peer").await;
+        RawPeer::connect(&self.sync_url(&session.access_token), &session.peer_id)
+            .await
+            .expect("raw peer connects")
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns the server's own result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let server = self.server.take().expect("server running");
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .context("server did not stop within 20 s")??
+    }
+
+    /// Stops the server and keeps its data directory for a restart.
+    pub async fn stop_keeping_data(mut self) -> (Settings, Option<tempfile::TempDir>) {
+        let dir = self._dir.take();
+        let settings = self.settings.clone();
+        self.stop().await.expect("clean stop");
+        (settings, dir)
+    }
+
+    pub async fn chunk_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM document_chunks")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn healthy(&self) -> bool {
+        matches!(self.http.get(self.url("/healthz")).send().await, Ok(r) if r.status() == 200)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A peer that speaks the wire protocol directly with our protocol crate and automerge, for
+/// tests that need to see exactly what the server sends.
+pub struct RawPeer {
+    pub socket: Socket,
+    pub peer_id: PeerId,
+    pub server_id: PeerId,
+}
+
+#[derive(Debug)]
+pub enum Received {
+    Message(Message),
+    Closed(Option<u16>),
+}
+
+impl RawPeer {
+    pub async fn connect(url: &str, peer_id: &str) -> anyhow::Result<RawPeer> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let join = Message::Join {
+            sender_id: PeerId::new(peer_id),
+            supported_protocol_versions: vec!["1".into()],
+            peer_metadata: None,
+        };
+        socket.send(WsMessage::Binary(join.encode().into())).await?;
+        let mut peer = RawPeer {
+            socket,
+            peer_id: PeerId::new(peer_id),
+            server_id: PeerId::new(""),
+        };
+        match peer.recv().await? {
+            Received::Message(Message::Peer { sender_id, .. }) => peer.server_id = sender_id,
+            other => bail!("expected peer, got {other:?}"),
+        }
+        Ok(peer)
+    }
+
+    pub async fn send(&mut self, message: &Message) -> anyhow::Result<()> {
+        self.send_raw(message.encode()).await
+    }
+
+    pub async fn send_raw(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
+        self.socket.send(WsMessage::Binary(frame.into())).await?;
+        Ok(())
+    }
+
+    /// The next protocol message or the close, within 10 s.
+    pub async fn recv(&mut self) -> anyhow::Result<Received> {
+        self.recv_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn recv_within(&mut self, limit: Duration) -> anyhow::Result<Received> {
+        loop {
+            let next = tokio::time::timeout(limit, self.socket.next())
+                .await
+                .context("nothing received in time")?;
+            match next {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    return Ok(Received::Message(Message::decode(&frame)?));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Ok(Received::Closed(frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok(Received::Closed(None)),
+            }
+        }
+    }
+
+    /// Reads until the socket closes; returns the close code and any error messages seen.
+    pub async fn until_closed(&mut self) -> anyhow::Result<(Option<u16>, Vec<String>)> {
+        let mut errors = Vec::new();
+        loop {
+            match self.recv().await? {
+                Received::Closed(code) => return Ok((code, errors)),
+                Received::Message(Message::Error { message }) => errors.push(message),
+                Received::Message(_) => {}
+            }
+        }
+    }
+
+    fn sync_message(&self, document_id: DocumentId, data: Vec<u8>, request: bool) -> Message {
+        let (sender_id, target_id) = (self.peer_id.clone(), self.server_id.clone());
+        if request {
+            Message::Request {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        } else {
+            Message::Sync {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        }
+    }
+
+    /// Runs the sync protocol for one document until the server holds `doc`'s heads and we
+    /// hold the server's. Returns false if the server says the document is unavailable.
+    pub async fn sync(
+        &mut self,
+        document_id: DocumentId,
+        doc: &mut Automerge,
+    ) -> anyhow::Result<bool> {
+        let mut state = automerge::sync::State::new();
+        self.sync_with(document_id, doc, &mut state).await
+    }
+
+    pub async fn sync_with(
+        &mut self,
+        document_id: DocumentId,
+        doc: &mut Automerge,
+        state: &mut automerge::sync::State,
+    ) -> anyhow::Result<bool> {
+        let request = doc.get_heads().is_empty();
+        if let Some(message) = doc.generate_sync_message(state) {
+            let message = self.sync_message(document_id, message.encode(), request);
+            self.send(&message).await?;
+        }
+        loop {
+            if state.their_heads.as_ref() == Some(&doc.get_heads()) {
+                return Ok(true);
+            }
+            match self.recv().await? {
+                Received::Message(Message::Sync {
+                    document_id: id,
+                    data,
+                    ..
+                }) if id == document_id => {
+                    doc.receive_sync_message(state, automerge::sync::Message::decode(&data)?)?;
+                    if let Some(reply) = doc.generate_sync_message(state) {
+                        let message = self.sync_message(document_id, reply.encode(), false);
+                        self.send(&message).await?;
+                    }
+                }
+                Received::Message(Message::DocUnavailable {
+                    document_id: id, ..
+                }) if id == document_id => {
+                    return Ok(false);
+                }
+                Received::Message(Message::Error { message }) => bail!("server error: {message}"),
+                Received::Message(_) => {}
+                Received::Closed(code) => bail!("socket closed ({code:?}) during sync"),
+            }
+        }
+    }
+
+    /// Sends our changes and waits until the server confirms it holds `heads`.
+    pub async fn push_until_acknowledged(
+        &mut self,
+        document_id: DocumentId,
+        doc: &mut Automerge,
+        state: &mut automerge::sync::State,
+    ) -> anyhow::Result<Vec<ChangeHash>> {
+        anyhow::ensure!(
+            self.sync_with(document_id, doc, state).await?,
+            "unavailable"
+        );
+        Ok(doc.get_heads())
+    }
+}
+
+/// A document with a few fields set in one change, as a device would create it.
+pub fn new_document(fields: &[(&str, &str)]) -> Automerge {
+    use automerge::transaction::Transactable;
+    let mut doc = Automerge::new();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        for (key, value) in fields {
+            tx.put(automerge::ROOT, *key, *value)?;
+        }
+        Ok(())
+    })
+    .map_err(|f| f.error)
+    .expect("transaction");
+    doc
+}
+
+pub fn edit(doc: &mut Automerge, key: &str, value: &str) {
+    use automerge::transaction::Transactable;
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, key, value)?;
+        Ok(())
+    })
+    .map_err(|f| f.error)
+    .expect("transaction");
+}
+
+pub fn text(doc: &Automerge, key: &str) -> Option<String> {
+    use automerge::ReadDoc;
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
+        (automerge::Value::Object(automerge::ObjType::Text), id) => doc.text(&id).ok(),
+        _ => None,
+    }
+}
+
+/// Two units side by side under one district office, a user of each role we need.
+pub struct Org {
+    pub unit_a: String,
+    pub unit_b: String,
+}
+
+pub async fn org(app: &TestApp) -> Org {
+    let district = app.create_unit("District office", None).await;
+    let unit_a = app.create_unit("Town A", Some(&district)).await;
+    let unit_b = app.create_unit("Town B", Some(&district)).await;
+    app.create_user("district", &district, Role::Leader, true)
+        .await;
+    app.create_user("alice", &unit_a, Role::Officer, false)
+        .await;
+    app.create_user("anna", &unit_a, Role::Field, false).await;
+    app.create_user("bob", &unit_b, Role::Officer, false).await;
+    app.create_user("cleared", &unit_a, Role::Leader, true)
+        .await;
+    Org { unit_a, unit_b }
+}

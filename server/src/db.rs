@@ -1,6 +1,7 @@
 //! The database connection: one `sqlx::Any` pool so the same queries run on the embedded
 //! SQLite default and on PostgreSQL. Types are kept to what `Any` carries: TEXT ids,
-//! INTEGER milliseconds, BLOB bytes.
+//! 64-bit integer milliseconds and flags, byte blobs. Each backend has its own migrations
+//! folder because the column type names differ.
 
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ pub async fn connect(url: &str) -> Result<Pool, DbError> {
             .map_err(DbError::Connect)?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
     } else {
-        return Err(DbError::UnsupportedUrl);
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
     }
     Ok(pool)
 }

@@ -1,7 +1,6 @@
 //! Nothing confirmed is lost: across a clean restart, across `kill -9` of the server process
 //! right after it confirmed a change, and across snapshot compaction.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,14 +11,24 @@ use zhiban_protocol::DocumentId;
 use zhiban_server::units::Role;
 
 use crate::helpers::{
-    PASSWORD, RawPeer, Session, edit, new_document, org, spawn_app, spawn_app_with, test_settings,
-    text,
+    PASSWORD, RawPeer, Session, edit, new_document, org, postgres_settings, spawn_app,
+    spawn_app_with, test_settings, text,
 };
 
 #[tokio::test]
 async fn documents_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(test_settings(dir.path())).await;
+    survive_a_restart(test_settings(dir.path())).await;
+}
+
+#[tokio::test]
+async fn documents_survive_a_restart_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    survive_a_restart(postgres_settings(dir.path()).await).await;
+}
+
+async fn survive_a_restart(settings: zhiban_server::Settings) {
+    let app = spawn_app_with(settings.clone()).await;
     org(&app).await;
     let mut alice = app.peer("alice").await;
     let id = DocumentId::random();
@@ -28,7 +37,7 @@ async fn documents_survive_a_restart() {
     drop(alice);
     app.stop().await.unwrap();
 
-    let app = spawn_app_with(test_settings(dir.path())).await;
+    let app = spawn_app_with(settings).await;
     let mut anna = app.peer("anna").await;
     let mut copy = Automerge::new();
     assert!(anna.sync(id, &mut copy).await.unwrap());
@@ -39,7 +48,16 @@ async fn documents_survive_a_restart() {
 #[tokio::test]
 async fn snapshots_fold_chunks_without_losing_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = test_settings(dir.path());
+    fold_chunks(test_settings(dir.path())).await;
+}
+
+#[tokio::test]
+async fn snapshots_fold_chunks_without_losing_changes_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    fold_chunks(postgres_settings(dir.path()).await).await;
+}
+
+async fn fold_chunks(mut settings: zhiban_server::Settings) {
     settings.snapshot_after_chunks = 4;
     let app = spawn_app_with(settings.clone()).await;
     org(&app).await;
@@ -67,10 +85,10 @@ struct ServerProcess {
     address: String,
 }
 
-async fn start_server_process(data_dir: &Path) -> ServerProcess {
+async fn start_server_process(settings: &zhiban_server::Settings) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"))
         .env("ZHIBAN_LISTEN", "127.0.0.1:0")
-        .env("ZHIBAN_DATA_DIR", data_dir)
+        .env("ZHIBAN_DATABASE_URL", settings.database_url())
         .env("ZHIBAN_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -110,8 +128,18 @@ async fn login(address: &str, username: &str) -> Session {
 #[tokio::test]
 async fn kill_9_right_after_a_confirmation_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    kill_9(test_settings(dir.path())).await;
+}
+
+#[tokio::test]
+async fn kill_9_right_after_a_confirmation_loses_nothing_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9(postgres_settings(dir.path()).await).await;
+}
+
+async fn kill_9(settings: zhiban_server::Settings) {
     {
-        let pool = zhiban_server::db::connect(&test_settings(dir.path()).database_url())
+        let pool = zhiban_server::db::connect(&settings.database_url())
             .await
             .unwrap();
         let unit = zhiban_server::units::create_unit(&pool, "Town A", None)
@@ -135,7 +163,7 @@ async fn kill_9_right_after_a_confirmation_loses_nothing() {
         pool.close().await;
     }
 
-    let mut server = start_server_process(dir.path()).await;
+    let mut server = start_server_process(&settings).await;
     let session = login(&server.address, "alice").await;
     let url = format!(
         "ws://{}/sync?token={}",
@@ -156,7 +184,7 @@ async fn kill_9_right_after_a_confirmation_loses_nothing() {
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
 
-    let server = start_server_process(dir.path()).await;
+    let server = start_server_process(&settings).await;
     let session = login(&server.address, "anna").await;
     let url = format!(
         "ws://{}/sync?token={}",

@@ -54,6 +54,24 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     }
 }
 
+/// Settings for a fresh database on the local PostgreSQL (127.0.0.1:5432, trust auth).
+pub async fn postgres_settings(data_dir: &Path) -> Settings {
+    use sqlx::Connection;
+    let name = format!("zhiban_test_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("the local PostgreSQL on 127.0.0.1:5432");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    Settings {
+        database_url: Some(format!("postgres://postgres@127.0.0.1:5432/{name}")),
+        ..test_settings(data_dir)
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut app = spawn_app_with(test_settings(dir.path())).await;

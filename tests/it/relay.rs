@@ -7,7 +7,9 @@ use automerge::Automerge;
 use automerge::sync::SyncDoc;
 use zhiban_protocol::{DocumentId, Message};
 
-use crate::helpers::{RawPeer, Received, edit, new_document, org, spawn_app, text};
+use crate::helpers::{
+    RawPeer, Received, edit, new_document, org, postgres_settings, spawn_app, spawn_app_with, text,
+};
 
 /// Waits until `peer` receives a sync message for `document_id` that brings `key = value`.
 async fn wait_for_value(
@@ -47,7 +49,16 @@ async fn wait_for_value(
 
 #[tokio::test]
 async fn a_unit_member_finds_a_document_and_sees_edits_live() {
-    let app = spawn_app().await;
+    find_and_see_live_edits(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn a_unit_member_finds_a_document_and_sees_edits_live_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    find_and_see_live_edits(spawn_app_with(postgres_settings(dir.path()).await).await).await;
+}
+
+async fn find_and_see_live_edits(app: crate::helpers::TestApp) {
     org(&app).await;
     let mut alice = app.peer("alice").await;
     let mut anna = app.peer("anna").await;

@@ -318,3 +318,64 @@ async fn a_disconnecting_peer_leaves_its_sync_state_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn idle_documents_are_unloaded_and_reload_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(dir.path());
+    settings.document_idle_secs = 0;
+    let app = spawn_app_with(settings).await;
+    let org = org(&app).await;
+    app.create_user(
+        "operator",
+        &org.unit_a,
+        zhiban_server::units::Role::Admin,
+        false,
+    )
+    .await;
+    let operator = app.login("operator", "desk").await;
+    let stats = || {
+        let app = &app;
+        let token = operator.access_token.clone();
+        async move {
+            let response = app
+                .http
+                .get(app.url("/api/sync/stats"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let alice_token = app.login("alice", "phone").await.access_token;
+    let forbidden = app
+        .http
+        .get(app.url("/api/sync/stats"))
+        .bearer_auth(alice_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+
+    let mut alice = app.peer("alice").await;
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "x")]);
+    assert!(alice.sync(id, &mut doc).await.unwrap());
+    assert_eq!(stats().await["documents_loaded"], 1);
+    drop(alice);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats().await["documents_loaded"] != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "document never unloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats().await["connections"], 0);
+    let mut copy = Automerge::new();
+    assert!(app.peer("anna").await.sync(id, &mut copy).await.unwrap());
+    assert_eq!(copy.get_heads(), doc.get_heads());
+}

@@ -32,7 +32,29 @@ use crate::error::AppError;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/sync", get(upgrade))
+    Router::new()
+        .route("/sync", get(upgrade))
+        .route("/api/sync/stats", get(stats))
+}
+
+#[derive(serde::Serialize)]
+struct Stats {
+    connections: usize,
+    documents_loaded: usize,
+}
+
+/// What the relay holds in memory now; for operators (admins) only.
+async fn stats(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<axum::Json<Stats>, AppError> {
+    if identity.role != crate::units::Role::Admin {
+        return Err(AppError::Forbidden("admins only"));
+    }
+    Ok(axum::Json(Stats {
+        connections: state.connections.count(),
+        documents_loaded: state.documents.loaded(),
+    }))
 }
 
 #[derive(Deserialize)]

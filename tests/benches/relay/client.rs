@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{AutomergeError, ChangeHash, ObjType, ReadDoc, ScalarValue, Value};
 use automerge::{Automerge, ROOT};
+use automerge::{AutomergeError, ChangeHash, ObjType, ReadDoc, ScalarValue, Value};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use zhiban_protocol::{DocumentId, Message, PROTOCOL_VERSION, PeerMetadata, PeerId};
+use zhiban_protocol::{DocumentId, Message, PROTOCOL_VERSION, PeerId, PeerMetadata};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -122,7 +122,11 @@ struct Task {
 
 impl Client {
     /// Connects to `url`, sends `join` as `peer_id` and waits for the server's `peer`.
-    pub async fn connect(url: &str, peer_id: PeerId, activity: Arc<Activity>) -> anyhow::Result<Client> {
+    pub async fn connect(
+        url: &str,
+        peer_id: PeerId,
+        activity: Arc<Activity>,
+    ) -> anyhow::Result<Client> {
         let (mut socket, _) = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             tokio_tungstenite::connect_async_with_config(url, None, true),
@@ -422,8 +426,16 @@ pub fn add_record(doc: &mut Automerge) -> anyhow::Result<ChangeHash> {
         let record = tx.insert_object(&records, index, ObjType::Map)?;
         tx.put(&record, "n", index as u64)?;
         tx.put(&record, "kind", "event")?;
-        tx.put(&record, "text", format!("record {index}: all quiet, nothing to report"))?;
-        tx.put(&record, "at", ScalarValue::Timestamp(1_700_000_000_000 + index as i64))?;
+        tx.put(
+            &record,
+            "text",
+            format!("record {index}: all quiet, nothing to report"),
+        )?;
+        tx.put(
+            &record,
+            "at",
+            ScalarValue::Timestamp(1_700_000_000_000 + index as i64),
+        )?;
         Ok(())
     })
     .map_err(|failure| failure.error)?;

@@ -110,7 +110,10 @@ impl ServerProcess {
                 .await
                 .is_err()
             {
-                eprintln!("{} did not stop within {STOP_TIMEOUT:?}; killing it", self.name);
+                eprintln!(
+                    "{} did not stop within {STOP_TIMEOUT:?}; killing it",
+                    self.name
+                );
                 self.child.kill().await?;
             }
         }
@@ -242,7 +245,10 @@ pub async fn login_devices(
                     .await?;
                 let status = response.status();
                 if !status.is_success() {
-                    bail!("login {i}: {status}: {}", response.text().await.unwrap_or_default());
+                    bail!(
+                        "login {i}: {status}: {}",
+                        response.text().await.unwrap_or_default()
+                    );
                 }
                 Ok(response.json::<Login>().await?)
             }

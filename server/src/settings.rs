@@ -82,7 +82,8 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("ZHIBAN_").ignore(&["config"]))
+            // The command line's own variables are not settings.
+            .merge(Env::prefixed("ZHIBAN_").ignore(&["config", "new_password"]))
             .extract()
             .map_err(Box::new)
     }

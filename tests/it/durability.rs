@@ -221,3 +221,117 @@ async fn a_restart_keeps_users_and_the_signing_key() {
         "tokens issued before the restart still work"
     );
 }
+
+#[tokio::test]
+async fn a_failing_database_delays_the_acknowledgement_but_loses_nothing() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let mut alice = app.peer("alice").await;
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "Power outage")]);
+    let mut state = automerge::sync::State::new();
+    assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
+
+    // Every chunk insert now fails, as on a full disk.
+    sqlx::query(
+        "CREATE TRIGGER refuse_chunks BEFORE INSERT ON document_chunks \
+         BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    edit(&mut doc, "status", "substation down");
+    let message = automerge::sync::SyncDoc::generate_sync_message(&doc, &mut state).unwrap();
+    alice
+        .send(&zhiban_protocol::Message::Sync {
+            document_id: id,
+            sender_id: alice.peer_id.clone(),
+            target_id: alice.server_id.clone(),
+            data: message.encode(),
+        })
+        .await
+        .unwrap();
+    // No acknowledgement while the database refuses the write.
+    assert!(
+        alice.recv_within(Duration::from_millis(700)).await.is_err(),
+        "the server acknowledged a change it could not store"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_chunks")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // The server retries on its own; the acknowledgement follows.
+    assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
+    drop(alice);
+    let mut copy = Automerge::new();
+    assert!(app.peer("anna").await.sync(id, &mut copy).await.unwrap());
+    assert_eq!(text(&copy, "status").as_deref(), Some("substation down"));
+}
+
+#[tokio::test]
+async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = test_settings(dir.path());
+    let admin = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"))
+            .arg("admin")
+            .args(args)
+            .env("ZHIBAN_DATABASE_URL", settings.database_url())
+            .env("ZHIBAN_NEW_PASSWORD", PASSWORD)
+            .env("ZHIBAN_LOG", "warn")
+            .output()
+            .expect("admin command runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        )
+    };
+    let (ok, district, _) = admin(&["create-unit", "--name", "District office"]);
+    assert!(ok);
+    let (ok, town, _) = admin(&["create-unit", "--name", "Town A", "--parent", &district]);
+    assert!(ok);
+    let (ok, _, _) = admin(&[
+        "create-user",
+        "--username",
+        "wang",
+        "--unit",
+        &town,
+        "--role",
+        "leader",
+        "--cleared",
+    ]);
+    assert!(ok);
+    let (ok, _, error) = admin(&[
+        "create-user",
+        "--username",
+        "wang",
+        "--unit",
+        &town,
+        "--role",
+        "leader",
+    ]);
+    assert!(!ok, "a taken username is refused");
+    assert!(error.contains("taken"), "{error}");
+    let (ok, _, error) = admin(&[
+        "create-unit",
+        "--name",
+        "Orphan",
+        "--parent",
+        "no-such-unit",
+    ]);
+    assert!(!ok);
+    assert!(error.contains("no unit"), "{error}");
+    let (ok, listing, _) = admin(&["list-units"]);
+    assert!(ok);
+    assert_eq!(listing.lines().count(), 2);
+    assert!(
+        listing.contains(&format!("\"parent_id\":\"{district}\"")),
+        "{listing}"
+    );
+
+    let server = start_server_process(&settings).await;
+    let session = login(&server.address, "wang").await;
+    assert!(!session.access_token.is_empty());
+}

@@ -65,7 +65,12 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        // Spans carry the path only: `/sync?token=…` must not put tokens in the logs.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+            },
+        ))
         .with_state(state)
 }
 

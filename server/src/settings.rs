@@ -31,6 +31,8 @@ pub struct Settings {
     pub document_idle_secs: u64,
     /// After this many change chunks a document is rewritten as one snapshot.
     pub snapshot_after_chunks: u32,
+    /// Ping interval on `/sync`; a peer silent for two intervals is disconnected.
+    pub keepalive_secs: u64,
     /// tracing filter, e.g. `info` or `zhiban_server=debug`.
     pub log: String,
 }
@@ -48,6 +50,7 @@ impl Default for Settings {
             max_api_body_bytes: 256 * 1024,
             document_idle_secs: 60,
             snapshot_after_chunks: 64,
+            keepalive_secs: 30,
             log: "info".into(),
         }
     }
@@ -69,6 +72,7 @@ impl fmt::Debug for Settings {
             .field("max_api_body_bytes", &self.max_api_body_bytes)
             .field("document_idle_secs", &self.document_idle_secs)
             .field("snapshot_after_chunks", &self.snapshot_after_chunks)
+            .field("keepalive_secs", &self.keepalive_secs)
             .field("log", &self.log)
             .finish()
     }
@@ -105,6 +109,10 @@ impl Settings {
 
     pub fn refresh_token_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs.max(1))
     }
 
     pub fn document_idle(&self) -> Duration {

@@ -250,3 +250,36 @@ async fn a_socket_that_never_joins_is_dropped() {
     assert!(closed);
     let _ = RawPeer::connect;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.keepalive_secs = 1;
+    let app = spawn_app_with(settings).await;
+    org(&app).await;
+    let mut live = app.peer("anna").await;
+    let mut silent = app.peer("alice").await;
+    let started = std::time::Instant::now();
+    // The live peer keeps reading (and so answering pings) for three intervals.
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        assert!(
+            !live
+                .sync(DocumentId::random(), &mut Automerge::new())
+                .await
+                .unwrap()
+        );
+        let _ = live
+            .recv_within(std::time::Duration::from_millis(200))
+            .await;
+    }
+    // The silent one never read, so it never answered a ping: the server gave up on it.
+    let (code, _) = silent.until_closed().await.unwrap();
+    assert_eq!(code, Some(1001));
+    assert!(
+        !live
+            .sync(DocumentId::random(), &mut Automerge::new())
+            .await
+            .unwrap()
+    );
+}

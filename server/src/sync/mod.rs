@@ -120,6 +120,11 @@ async fn serve_peer(
     tracing::debug!("peer connected");
 
     let mut documents: HashSet<DocumentId> = HashSet::new();
+    // A phone that vanished without closing its socket (tunnel, dead battery, NAT timeout) is
+    // noticed after at most two intervals without any frame from it.
+    let mut keepalive = tokio::time::interval(state.settings.keepalive());
+    keepalive.tick().await;
+    let mut heard_since_ping = true;
     let close = loop {
         tokio::select! {
             biased;
@@ -128,6 +133,16 @@ async fn serve_peer(
                 tracing::info!(code, text, "closing connection");
                 break Some((code, text));
             }
+            _ = keepalive.tick() => {
+                if !heard_since_ping {
+                    tracing::info!("no answer to ping; dropping connection");
+                    break Some((1001, "no answer to ping"));
+                }
+                heard_since_ping = false;
+                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    break None;
+                }
+            }
             Some(frame) = outbox.recv() => {
                 if socket.send(WsMessage::Binary(frame)).await.is_err() {
                     break None;
@@ -135,6 +150,7 @@ async fn serve_peer(
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Binary(frame))) => {
+                    heard_since_ping = true;
                     if let Err((code, text)) = on_frame(&state, &peer, &mut documents, &frame).await {
                         break Some((code, text));
                     }
@@ -144,7 +160,7 @@ async fn serve_peer(
                     let _ = socket.send(error_frame("text frames are not part of the protocol")).await;
                     break Some((1003, "binary frames only"));
                 }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => heard_since_ping = true,
                 Some(Ok(WsMessage::Close(_))) | None => break None,
                 Some(Err(error)) => {
                     // Oversized frames and protocol violations end up here.

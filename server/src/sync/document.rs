@@ -189,6 +189,17 @@ impl DocumentActor {
                 }
             }
             self.commit_and_reply().await;
+            // A request for a document that does not exist (or was refused) should not keep
+            // an actor alive: probing random ids must not cost memory.
+            if self.meta.is_none()
+                && self.subscribers.is_empty()
+                && self
+                    .state
+                    .documents
+                    .try_unload(&self.document_id, self.generation, &commands)
+            {
+                break;
+            }
         }
         self.save_sync_states();
         tracing::debug!("document unloaded");

@@ -3,7 +3,8 @@
 //! (`relay/client.rs`). Prints a markdown table.
 //!
 //! `cargo bench -p zhiban-tests --bench relay` (add `-- --quick` for a smoke run with small
-//! sizes, `-- --only zhiban` or `-- --only samod` for one side).
+//! sizes, `-- --only zhiban` or `-- --only samod` for one side, `-- --writers N` to change the
+//! number of durable writers).
 //!
 //! Workloads, in this order on each server:
 //! 1. RSS per idle connection: server RSS after a short warm-up, then after 1,000 websocket
@@ -76,6 +77,7 @@ const CONNECT_CONCURRENCY: usize = 32;
 const LOGIN_CONCURRENCY: usize = 4;
 const WARM_UP_CONNECTIONS: usize = 16;
 const QUIET: Duration = Duration::from_millis(50);
+const IDLE_WINDOW: Duration = Duration::from_millis(100);
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(180);
@@ -119,6 +121,13 @@ async fn run() -> anyhow::Result<()> {
         },
         None => None,
     };
+    let mut config = config;
+    if let Some(i) = args.iter().position(|a| a == "--writers") {
+        config.writers = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow!("--writers takes a number"))?;
+    }
     check_open_files(config.idle + config.writers + 256)?;
 
     eprintln!("building a {}-record document…", config.records);
@@ -189,11 +198,19 @@ struct Durable {
     acked: usize,
     window: Duration,
     latencies: Vec<Duration>,
+    /// Server CPU time (user + system) during the window.
+    server_cpu: Duration,
 }
 
 impl Durable {
     fn rate(&self) -> f64 {
         self.acked as f64 / self.window.as_secs_f64()
+    }
+
+    /// Server CPU use during the window, in cores (the window ends a little before the last
+    /// writers finish, so this slightly overstates it).
+    fn cores(&self) -> f64 {
+        self.server_cpu.as_secs_f64() / self.window.as_secs_f64()
     }
 }
 
@@ -236,8 +253,11 @@ impl Target {
             .await
     }
 
+    /// Waits until no client has received anything for a while and the server's CPU is idle,
+    /// so that one round or phase does not pay for the previous one's leftovers.
     async fn settle(&self) -> anyhow::Result<()> {
-        self.activity.settle(QUIET, SETTLE_LIMIT).await
+        self.activity.settle(QUIET, SETTLE_LIMIT).await?;
+        self.server.wait_idle(IDLE_WINDOW, SETTLE_LIMIT).await
     }
 }
 
@@ -454,6 +474,7 @@ async fn idle_connections(config: &Config, target: &Target) -> anyhow::Result<(R
     let warm = target.connect_many(0..WARM_UP_CONNECTIONS).await?;
     close_all(warm).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    target.server.wait_idle(IDLE_WINDOW, SETTLE_LIMIT).await?;
     let before_kib = target.server.rss_kib()?;
     let begun = Instant::now();
     let clients = target.connect_many(0..config.idle).await?;
@@ -580,7 +601,7 @@ async fn fanout(
             target.settle().await?;
         }
         eprintln!(
-            "    {peers} peers: p50 {} p99 {}",
+            "    {peers} subscribers: p50 {} p99 {}",
             fmt_duration(percentile(&latencies, 0.50)),
             fmt_duration(percentile(&latencies, 0.99))
         );
@@ -589,6 +610,7 @@ async fn fanout(
     close_all(clients).await;
     writer.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    target.settle().await?;
     Ok(results)
 }
 
@@ -670,6 +692,7 @@ async fn durable_writes(config: &Config, target: &mut Target) -> anyhow::Result<
     }
     target.settle().await?;
 
+    let cpu_before = target.server.cpu_ticks()?;
     let begun = Instant::now();
     let deadline = begun + config.durable;
     let outcomes = futures_util::future::join_all(clients.iter().zip(docs.iter_mut()).map(
@@ -695,6 +718,7 @@ async fn durable_writes(config: &Config, target: &mut Target) -> anyhow::Result<
     ))
     .await;
     let window = config.durable;
+    let server_cpu = ticks_to_duration(target.server.cpu_ticks()?.saturating_sub(cpu_before));
     let mut latencies = Vec::new();
     for outcome in outcomes {
         latencies.extend(outcome?);
@@ -705,14 +729,21 @@ async fn durable_writes(config: &Config, target: &mut Target) -> anyhow::Result<
         acked: latencies.len(),
         window,
         latencies,
+        server_cpu,
     };
     eprintln!(
-        "    {:.0} changes/s, ack p50 {} p99 {}",
+        "    {:.0} changes/s, ack p50 {} p99 {}, server CPU {:.2} cores",
         durable.rate(),
         fmt_duration(percentile(&durable.latencies, 0.5)),
-        fmt_duration(percentile(&durable.latencies, 0.99))
+        fmt_duration(percentile(&durable.latencies, 0.99)),
+        durable.cores()
     );
     Ok(durable)
+}
+
+/// /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
 }
 
 /// Nearest-rank percentile.
@@ -885,10 +916,11 @@ fn print_table(
 
     let durable_text = |d: &Durable| {
         format!(
-            "{} changes/s (ack p50 {}, p99 {})",
+            "{} changes/s (ack p50 {}, p99 {}; server CPU {:.1} cores)",
             thousands(d.rate().round() as usize),
             fmt_duration(percentile(&d.latencies, 0.5)),
-            fmt_duration(percentile(&d.latencies, 0.99))
+            fmt_duration(percentile(&d.latencies, 0.99)),
+            d.cores()
         )
     };
     let zhiban_durable = |r: &Results| r.durable.as_ref().map(durable_text);
@@ -970,7 +1002,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -86,6 +86,40 @@ impl ServerProcess {
             .ok_or_else(|| anyhow!("no VmRSS in /proc status of {}", self.name))
     }
 
+    /// User plus system CPU time used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
+        // Fields after the command name (which may hold spaces) start at field 3 (state);
+        // utime and stime are fields 14 and 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| anyhow!("malformed /proc stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| -> anyhow::Result<u64> {
+            Ok(fields
+                .get(n - 3)
+                .ok_or_else(|| anyhow!("short /proc stat"))?
+                .parse()?)
+        };
+        Ok(field(14)? + field(15)?)
+    }
+
+    /// Waits until the server uses at most one clock tick of CPU in `window`.
+    pub async fn wait_idle(&self, window: Duration, limit: Duration) -> anyhow::Result<()> {
+        let begun = std::time::Instant::now();
+        loop {
+            let before = self.cpu_ticks()?;
+            tokio::time::sleep(window).await;
+            if self.cpu_ticks()? <= before + 1 {
+                return Ok(());
+            }
+            if begun.elapsed() > limit {
+                bail!("{} still busy after {limit:?}", self.name);
+            }
+        }
+    }
+
     /// Fails if the process has exited (e.g. crashed under load).
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

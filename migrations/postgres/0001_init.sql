@@ -37,11 +37,13 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_device ON refresh_tokens(device_id);
 
 -- Who may see a document is decided here, never by the document's own fields.
+-- A catalog is the server's own read-only list of a unit's documents; it has no creator.
 CREATE TABLE documents (
     id TEXT PRIMARY KEY,
     unit_id TEXT NOT NULL REFERENCES units(id),
     classification TEXT NOT NULL CHECK (classification IN ('plain', 'classified')),
-    created_by TEXT NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL CHECK (kind IN ('record', 'catalog')),
+    created_by TEXT REFERENCES users(id),
     created_at BIGINT NOT NULL
 );
 CREATE INDEX documents_unit ON documents(unit_id);

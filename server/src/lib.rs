@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(auth::routes())
+        .merge(units::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -16,7 +16,10 @@ use crate::db::{Pool, now_ms};
 pub struct DocumentMeta {
     pub unit_id: String,
     pub classified: bool,
-    pub created_by: String,
+    /// The server's own list of a unit's documents: read-only for every device.
+    pub catalog: bool,
+    /// None for catalogs.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,19 +125,21 @@ impl Storage {
         document_id: &DocumentId,
     ) -> Result<StoredDocument, StorageError> {
         let id = document_id.to_string();
-        let meta =
-            sqlx::query("SELECT unit_id, classification, created_by FROM documents WHERE id = $1")
-                .bind(&id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|row| -> Result<DocumentMeta, sqlx::Error> {
-                    Ok(DocumentMeta {
-                        unit_id: row.try_get("unit_id")?,
-                        classified: row.try_get::<String, _>("classification")? == "classified",
-                        created_by: row.try_get("created_by")?,
-                    })
-                })
-                .transpose()?;
+        let meta = sqlx::query(
+            "SELECT unit_id, classification, kind, created_by FROM documents WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| -> Result<DocumentMeta, sqlx::Error> {
+            Ok(DocumentMeta {
+                unit_id: row.try_get("unit_id")?,
+                classified: row.try_get::<String, _>("classification")? == "classified",
+                catalog: row.try_get::<String, _>("kind")? == "catalog",
+                created_by: row.try_get("created_by")?,
+            })
+        })
+        .transpose()?;
         let rows = sqlx::query(
             "SELECT seq, data FROM document_chunks WHERE document_id = $1 ORDER BY seq",
         )
@@ -152,6 +157,32 @@ impl Storage {
             chunks,
             next_seq,
         })
+    }
+
+    /// The records of a unit in one class, for its catalog: (id, creator, created at).
+    pub async fn list_records(
+        &self,
+        unit_id: &str,
+        classified: bool,
+    ) -> Result<Vec<(String, Option<String>, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, created_by, created_at FROM documents \
+             WHERE unit_id = $1 AND classification = $2 AND kind = 'record'",
+        )
+        .bind(unit_id)
+        .bind(if classified { "classified" } else { "plain" })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("created_by")?,
+                    row.try_get("created_at")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StorageError::from)
     }
 
     pub async fn load_sync_state(
@@ -255,8 +286,8 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
         match write {
             Write::RegisterDocument { document_id, meta } => {
                 sqlx::query(
-                    "INSERT INTO documents (id, unit_id, classification, created_by, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO documents (id, unit_id, classification, kind, created_by, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(document_id.to_string())
                 .bind(&meta.unit_id)
@@ -265,6 +296,7 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
                 } else {
                     "plain"
                 })
+                .bind(if meta.catalog { "catalog" } else { "record" })
                 .bind(&meta.created_by)
                 .bind(now)
                 .execute(&mut *tx)

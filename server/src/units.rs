@@ -8,7 +8,28 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use crate::AppState;
+use crate::auth::Identity;
 use crate::db::{Pool, now_ms};
+use crate::error::AppError;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/units", axum::routing::get(visible))
+}
+
+/// The caller's unit and every unit below it: what a device subscribes to (their catalogs).
+async fn visible(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    identity: Identity,
+) -> Result<axum::Json<Vec<UnitView>>, AppError> {
+    let ids = visible_units(&state.pool, &identity.unit_id).await?;
+    let units = list_units(&state.pool)
+        .await?
+        .into_iter()
+        .filter(|unit| ids.contains(&unit.id))
+        .collect();
+    Ok(axum::Json(units))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -175,10 +196,14 @@ pub struct UnitView {
 }
 
 pub async fn list_units(pool: &Pool) -> Result<Vec<UnitView>, sqlx::Error> {
-    sqlx::query("SELECT id, name, parent_id FROM units ORDER BY id")
+    let rows = sqlx::query("SELECT id, name, parent_id FROM units ORDER BY id")
         .fetch_all(pool)
-        .await?
-        .iter()
+        .await?;
+    units_from_rows(&rows)
+}
+
+fn units_from_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<UnitView>, sqlx::Error> {
+    rows.iter()
         .map(|row| {
             Ok(UnitView {
                 id: row.try_get("id")?,

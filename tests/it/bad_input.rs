@@ -25,7 +25,7 @@ async fn assert_unharmed(app: &TestApp, id: DocumentId, doc: &Automerge, chunks:
     assert!(anna.sync(id, &mut copy).await.unwrap());
     assert_eq!(copy.get_heads(), doc.get_heads());
     assert_eq!(text(&copy, "title").as_deref(), Some("must survive"));
-    assert_eq!(app.chunk_rows().await, chunks);
+    assert_eq!(app.chunk_rows(id).await, chunks);
 }
 
 #[tokio::test]
@@ -33,7 +33,7 @@ async fn malformed_frames_close_the_socket_with_an_error() {
     let app = spawn_app().await;
     org(&app).await;
     let (id, doc) = stored_document(&app).await;
-    let chunks = app.chunk_rows().await;
+    let chunks = app.chunk_rows(id).await;
     let mut bystander = app.peer("anna").await;
 
     let valid = Message::Sync {
@@ -127,7 +127,7 @@ async fn a_broken_automerge_payload_is_refused_and_the_document_is_unchanged() {
     let app = spawn_app().await;
     org(&app).await;
     let (id, doc) = stored_document(&app).await;
-    let chunks = app.chunk_rows().await;
+    let chunks = app.chunk_rows(id).await;
     let mut peer = app.peer("alice").await;
     peer.send(&Message::Sync {
         document_id: id,
@@ -154,7 +154,7 @@ async fn oversized_and_text_frames_close_the_socket() {
     let app = spawn_app_with(settings).await;
     org(&app).await;
     let (id, doc) = stored_document(&app).await;
-    let chunks = app.chunk_rows().await;
+    let chunks = app.chunk_rows(id).await;
 
     let mut peer = app.peer("alice").await;
     let _ = peer.send_raw(vec![0u8; 200 * 1024]).await;

@@ -69,7 +69,7 @@ async fn fold_chunks(mut settings: zhiban_server::Settings) {
         edit(&mut doc, &format!("step{round}"), "done");
         assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
     }
-    assert!(app.chunk_rows().await <= 4, "chunks were not folded");
+    assert!(app.chunk_rows(id).await <= 4, "chunks were not folded");
     drop(alice);
     app.stop().await.unwrap();
 

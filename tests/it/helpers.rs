@@ -187,8 +187,10 @@ impl TestApp {
         (settings, dir)
     }
 
-    pub async fn chunk_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM document_chunks")
+    /// Stored chunks of one document.
+    pub async fn chunk_rows(&self, document_id: DocumentId) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM document_chunks WHERE document_id = $1")
+            .bind(document_id.to_string())
             .fetch_one(&self.pool)
             .await
             .unwrap()

@@ -180,7 +180,7 @@ async fn a_superior_office_reads_but_cannot_write() {
     let id = DocumentId::random();
     let mut original = new_document(&[("title", "Road accident")]);
     assert!(alice.sync(id, &mut original).await.unwrap());
-    let chunks_before = app.chunk_rows().await;
+    let chunks_before = app.chunk_rows(id).await;
 
     let mut copy = Automerge::new();
     let mut state = automerge::sync::State::new();
@@ -203,7 +203,7 @@ async fn a_superior_office_reads_but_cannot_write() {
     let mut anna = app.peer("anna").await;
     assert!(anna.sync(id, &mut fresh).await.unwrap());
     assert_eq!(text(&fresh, "title").as_deref(), Some("Road accident"));
-    assert_eq!(app.chunk_rows().await, chunks_before);
+    assert_eq!(app.chunk_rows(id).await, chunks_before);
 }
 
 #[tokio::test]
@@ -363,7 +363,8 @@ async fn idle_documents_are_unloaded_and_reload_on_demand() {
     let id = DocumentId::random();
     let mut doc = new_document(&[("title", "x")]);
     assert!(alice.sync(id, &mut doc).await.unwrap());
-    assert_eq!(stats().await["documents_loaded"], 1);
+    // The document and its unit's catalog.
+    assert!(stats().await["documents_loaded"].as_u64().unwrap() >= 1);
     drop(alice);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -378,4 +379,110 @@ async fn idle_documents_are_unloaded_and_reload_on_demand() {
     let mut copy = Automerge::new();
     assert!(app.peer("anna").await.sync(id, &mut copy).await.unwrap());
     assert_eq!(copy.get_heads(), doc.get_heads());
+}
+
+fn catalog_entries(doc: &Automerge) -> Vec<String> {
+    use automerge::ReadDoc;
+    match doc.get(automerge::ROOT, "documents").unwrap() {
+        Some((_, map)) => doc.keys(&map).collect(),
+        None => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn unit_catalogs_list_new_documents_live_and_only_to_those_who_may_see_them() {
+    let app = spawn_app().await;
+    let org = org(&app).await;
+    let mut alice = app.peer("alice").await;
+    let first = DocumentId::random();
+    assert!(
+        alice
+            .sync(first, &mut new_document(&[("title", "one")]))
+            .await
+            .unwrap()
+    );
+
+    let plain = DocumentId::catalog(&org.unit_a, false);
+    let mut anna = app.peer("anna").await;
+    let mut catalog = Automerge::new();
+    let mut state = automerge::sync::State::new();
+    assert!(
+        anna.sync_with(plain, &mut catalog, &mut state)
+            .await
+            .unwrap()
+    );
+    assert_eq!(catalog_entries(&catalog), vec![first.to_string()]);
+
+    // A new document shows up in the catalog without anna asking again.
+    let second = DocumentId::random();
+    assert!(
+        alice
+            .sync(second, &mut new_document(&[("title", "two")]))
+            .await
+            .unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while catalog_entries(&catalog).len() < 2 {
+        let left = deadline - tokio::time::Instant::now();
+        if let Received::Message(Message::Sync {
+            document_id, data, ..
+        }) = anna
+            .recv_within(left)
+            .await
+            .expect("catalog update in time")
+        {
+            assert_eq!(document_id, plain);
+            catalog
+                .receive_sync_message(&mut state, automerge::sync::Message::decode(&data).unwrap())
+                .unwrap();
+        }
+    }
+    assert!(catalog_entries(&catalog).contains(&second.to_string()));
+
+    // Classified records go to the classified catalog only, which uncleared users cannot open.
+    let mut cleared = app.peer("cleared").await;
+    let secret = DocumentId::random();
+    let mut doc = new_document(&[("classification", "classified")]);
+    assert!(cleared.sync(secret, &mut doc).await.unwrap());
+    let mut classified = Automerge::new();
+    assert!(
+        cleared
+            .sync(DocumentId::catalog(&org.unit_a, true), &mut classified)
+            .await
+            .unwrap()
+    );
+    assert_eq!(catalog_entries(&classified), vec![secret.to_string()]);
+    assert!(
+        !anna
+            .sync(
+                DocumentId::catalog(&org.unit_a, true),
+                &mut Automerge::new()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(!catalog_entries(&catalog).contains(&secret.to_string()));
+
+    // Another unit cannot open it; nobody can write to it.
+    let mut bob = app.peer("bob").await;
+    assert!(!bob.sync(plain, &mut Automerge::new()).await.unwrap());
+    edit(&mut catalog, "type", "vandalised");
+    let message = catalog.generate_sync_message(&mut state).unwrap();
+    anna.send(&Message::Sync {
+        document_id: plain,
+        sender_id: anna.peer_id.clone(),
+        target_id: anna.server_id.clone(),
+        data: message.encode(),
+    })
+    .await
+    .unwrap();
+    let mut fresh = Automerge::new();
+    assert!(
+        app.peer("alice")
+            .await
+            .sync(plain, &mut fresh)
+            .await
+            .unwrap()
+    );
+    assert_eq!(text(&fresh, "type").as_deref(), Some("catalog"));
 }

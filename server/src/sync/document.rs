@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ObjType, ReadDoc, Value};
 use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
@@ -32,6 +33,14 @@ pub enum Command {
     PeerGone {
         connection_id: u64,
     },
+    /// To a unit's catalog: a record was registered in that unit.
+    Catalog {
+        document_id: DocumentId,
+        unit_id: String,
+        classified: bool,
+        created_by: Option<String>,
+        created_at: i64,
+    },
 }
 
 const COMMAND_QUEUE: usize = 1024;
@@ -51,34 +60,48 @@ impl Documents {
     pub async fn send(&self, state: &AppState, document_id: DocumentId, command: Command) {
         let mut command = command;
         loop {
-            let sender = {
-                let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-                let (_, sender) = actors.entry(document_id).or_insert_with(|| {
-                    let (sender, receiver) = mpsc::channel(COMMAND_QUEUE);
-                    let generation = self
-                        .next_generation
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let actor = DocumentActor::new(state.clone(), document_id, generation);
-                    state.tasks.spawn(actor.run(receiver));
-                    (generation, sender)
-                });
-                match sender.try_send(command) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
-                        command = back;
-                        sender.clone()
-                    }
-                    Err(mpsc::error::TrySendError::Closed(back)) => {
-                        command = back;
-                        actors.remove(&document_id);
-                        continue;
-                    }
+            let sender = match self.try_deliver(state, document_id, command) {
+                Ok(()) => return,
+                Err((sender, back)) => {
+                    command = back;
+                    sender
                 }
             };
             // The queue is full, so the actor cannot be unloading: wait for room.
             match sender.send(command).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(back)) => command = back,
+            }
+        }
+    }
+
+    /// Delivers without waiting, or hands back a full queue's sender and the command.
+    /// Not async on purpose: an actor sends to other actors (catalogs), and spawning one
+    /// inside an async fn would make the actor's future type depend on itself.
+    fn try_deliver(
+        &self,
+        state: &AppState,
+        document_id: DocumentId,
+        mut command: Command,
+    ) -> Result<(), (mpsc::Sender<Command>, Command)> {
+        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let (_, sender) = actors.entry(document_id).or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(COMMAND_QUEUE);
+                let generation = self
+                    .next_generation
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let actor = DocumentActor::new(state.clone(), document_id, generation);
+                state.tasks.spawn(actor.run(receiver));
+                (generation, sender)
+            });
+            match sender.try_send(command) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(back)) => return Err((sender.clone(), back)),
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    command = back;
+                    actors.remove(&document_id);
+                }
             }
         }
     }
@@ -138,6 +161,8 @@ struct DocumentActor {
     generation: u64,
     document: Automerge,
     meta: Option<DocumentMeta>,
+    /// Whether `meta` is in the `documents` table yet.
+    registered: bool,
     committed_heads: Vec<ChangeHash>,
     next_seq: i64,
     chunks_since_snapshot: u32,
@@ -154,6 +179,7 @@ impl DocumentActor {
             generation,
             document: Automerge::new(),
             meta: None,
+            registered: false,
             committed_heads: Vec::new(),
             next_seq: 0,
             chunks_since_snapshot: 0,
@@ -227,8 +253,12 @@ impl DocumentActor {
         }
         self.committed_heads = document.get_heads();
         self.document = document;
+        self.registered = stored.meta.is_some();
         self.meta = stored.meta;
         self.next_seq = stored.next_seq;
+        if self.meta.as_ref().is_some_and(|meta| meta.catalog) {
+            self.reconcile_catalog().await;
+        }
         self.chunks_since_snapshot = stored.chunks.len().saturating_sub(1) as u32;
     }
 
@@ -250,7 +280,104 @@ impl DocumentActor {
                     self.save_sync_state(&subscriber);
                 }
             }
+            Command::Catalog {
+                document_id,
+                unit_id,
+                classified,
+                created_by,
+                created_at,
+            } => {
+                if self.meta.is_none() {
+                    self.start_catalog(unit_id, classified).await;
+                }
+                self.add_to_catalog(&[(document_id.to_string(), created_by, created_at)]);
+            }
         }
+    }
+
+    /// Makes this (unknown) document the catalog of `unit_id`, filled from the database.
+    async fn start_catalog(&mut self, unit_id: String, classified: bool) {
+        debug_assert_eq!(self.document_id, DocumentId::catalog(&unit_id, classified));
+        let result = self
+            .document
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put(automerge::ROOT, "type", "catalog")?;
+                tx.put(automerge::ROOT, "unit", unit_id.as_str())?;
+                let classification = if classified { "classified" } else { "plain" };
+                tx.put(automerge::ROOT, "classification", classification)?;
+                tx.put_object(automerge::ROOT, "documents", ObjType::Map)?;
+                Ok(())
+            });
+        if let Err(failure) = result {
+            tracing::error!(error = %failure.error, "cannot start catalog");
+            return;
+        }
+        self.meta = Some(DocumentMeta {
+            unit_id,
+            classified,
+            catalog: true,
+            created_by: None,
+        });
+        self.reconcile_catalog().await;
+    }
+
+    /// Adds every record of the unit the catalog lacks: a crash between storing a record and
+    /// updating its catalog must not hide the record from the unit's devices.
+    async fn reconcile_catalog(&mut self) {
+        let Some(meta) = &self.meta else { return };
+        match self
+            .state
+            .storage
+            .list_records(&meta.unit_id, meta.classified)
+            .await
+        {
+            Ok(records) => self.add_to_catalog(&records),
+            Err(error) => tracing::error!(%error, "cannot read the unit's records for its catalog"),
+        }
+    }
+
+    fn add_to_catalog(&mut self, records: &[(String, Option<String>, i64)]) {
+        let Ok(Some((_, documents))) = self.document.get(automerge::ROOT, "documents") else {
+            tracing::error!("catalog without a documents map");
+            return;
+        };
+        let missing: Vec<_> = records
+            .iter()
+            .filter(|(id, _, _)| matches!(self.document.get(&documents, id.as_str()), Ok(None)))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let result = self
+            .document
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                for (id, created_by, created_at) in &missing {
+                    let entry = tx.put_object(&documents, id.as_str(), ObjType::Map)?;
+                    tx.put(&entry, "created_at", *created_at)?;
+                    if let Some(created_by) = created_by {
+                        tx.put(&entry, "created_by", created_by.as_str())?;
+                    }
+                }
+                Ok(())
+            });
+        if let Err(failure) = result {
+            tracing::error!(error = %failure.error, "cannot update catalog");
+        }
+    }
+
+    /// If `document_id` is the catalog of a unit this peer may see, the unit and class.
+    fn catalog_for(&self, peer: &Peer) -> Option<(String, bool)> {
+        let classes: &[bool] = if peer.identity.cleared {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        peer.visible_units.iter().find_map(|unit| {
+            classes
+                .iter()
+                .find(|classified| DocumentId::catalog(unit, **classified) == self.document_id)
+                .map(|classified| (unit.clone(), *classified))
+        })
     }
 
     fn access(&self, peer: &Peer) -> Option<Access> {
@@ -258,7 +385,7 @@ impl DocumentActor {
         if meta.classified && !peer.identity.cleared {
             return None;
         }
-        if meta.unit_id == peer.identity.unit_id {
+        if meta.unit_id == peer.identity.unit_id && !meta.catalog {
             Some(Access::ReadWrite)
         } else if peer.visible_units.contains(&meta.unit_id) {
             Some(Access::ReadOnly)
@@ -287,9 +414,19 @@ impl DocumentActor {
                         return self.unavailable(&peer);
                     }
                 },
-                // Nobody has stored it: a `request` finds nothing, a `sync` offers a new
+                // Nobody has stored it: a `request` finds nothing (unless it is the catalog of
+                // a unit the peer sees, made on first request), a `sync` offers a new
                 // document, checked against its claimed unit once its content is here.
-                None if request => return self.unavailable(&peer),
+                None if request => match self.catalog_for(&peer) {
+                    Some((unit_id, classified)) => {
+                        self.start_catalog(unit_id, classified).await;
+                        match self.access(&peer) {
+                            Some(access) => Some(access),
+                            None => return self.unavailable(&peer),
+                        }
+                    }
+                    None => return self.unavailable(&peer),
+                },
                 None => None,
             };
             let state = self.initial_sync_state(&peer, access).await;
@@ -380,17 +517,19 @@ impl DocumentActor {
         if changed {
             let mut writes = Vec::with_capacity(2);
             let mut registered = None;
-            if self.meta.is_none() {
-                match self.claim() {
-                    Ok(meta) => {
-                        writes.push(Write::RegisterDocument {
-                            document_id: self.document_id,
-                            meta: meta.clone(),
-                        });
-                        registered = Some(meta);
-                    }
-                    Err(reason) => return self.refuse_new_document(reason),
-                }
+            if !self.registered {
+                let meta = match self.meta.clone() {
+                    Some(catalog) => catalog,
+                    None => match self.claim() {
+                        Ok(meta) => meta,
+                        Err(reason) => return self.refuse_new_document(reason),
+                    },
+                };
+                writes.push(Write::RegisterDocument {
+                    document_id: self.document_id,
+                    meta: meta.clone(),
+                });
+                registered = Some(meta);
             }
             if self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks {
                 writes.push(Write::Snapshot {
@@ -415,9 +554,13 @@ impl DocumentActor {
             };
             self.committed_heads = heads;
             if let Some(meta) = registered {
-                tracing::info!(unit_id = %meta.unit_id, classified = meta.classified, "document registered");
-                self.meta = Some(meta);
+                tracing::info!(unit_id = %meta.unit_id, classified = meta.classified, catalog = meta.catalog, "document registered");
+                self.registered = true;
                 self.creator = None;
+                if !meta.catalog {
+                    self.announce_to_catalog(&meta).await;
+                }
+                self.meta = Some(meta);
                 self.settle_offering_peers();
             }
         }
@@ -436,6 +579,21 @@ impl DocumentActor {
                 });
             }
         }
+    }
+
+    async fn announce_to_catalog(&self, meta: &DocumentMeta) {
+        let catalog = DocumentId::catalog(&meta.unit_id, meta.classified);
+        let command = Command::Catalog {
+            document_id: self.document_id,
+            unit_id: meta.unit_id.clone(),
+            classified: meta.classified,
+            created_by: meta.created_by.clone(),
+            created_at: crate::db::now_ms(),
+        };
+        self.state
+            .documents
+            .send(&self.state, catalog, command)
+            .await;
     }
 
     /// Retries until the database takes the writes: the changes are in memory and unacknowledged,
@@ -473,7 +631,8 @@ impl DocumentActor {
         Ok(DocumentMeta {
             unit_id,
             classified,
-            created_by: identity.user_id.clone(),
+            catalog: false,
+            created_by: Some(identity.user_id.clone()),
         })
     }
 

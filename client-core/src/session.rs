@@ -1,0 +1,308 @@
+//! The device's session with the server: login, tokens kept in the local store and refreshed
+//! before they expire, and revocation (a revoked device stops syncing but keeps its data
+//! readable).
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::Error;
+use crate::store::Store;
+
+/// Who the device is logged in as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub server_url: String,
+    pub user_id: String,
+    pub device_id: String,
+    /// The peer id this device uses on `/sync`.
+    pub peer_id: String,
+    pub unit_id: String,
+    pub role: String,
+    /// Cleared for classified items (D18).
+    pub cleared: bool,
+    /// The user's unit and the units below it, whose catalogs the device follows.
+    pub units: Vec<String>,
+}
+
+/// Whether the device may sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    LoggedOut,
+    Active,
+    /// The server revoked this device (a lost phone, D24). Local data stays readable.
+    Revoked,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tokens {
+    access_token: String,
+    refresh_token: String,
+    /// Milliseconds since the epoch.
+    access_expires_at: i64,
+}
+
+#[derive(Default)]
+struct Data {
+    identity: Option<Identity>,
+    tokens: Option<Tokens>,
+    revoked: bool,
+}
+
+pub(crate) struct Session {
+    store: Store,
+    http: reqwest::Client,
+    data: Mutex<Data>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    expires_in: i64,
+    user_id: String,
+    device_id: String,
+    peer_id: String,
+}
+
+#[derive(Deserialize)]
+struct Me {
+    unit_id: String,
+    role: String,
+    cleared: bool,
+}
+
+#[derive(Deserialize)]
+struct Unit {
+    id: String,
+}
+
+/// Refresh this long before the access token expires.
+const REFRESH_MARGIN_MS: i64 = 60_000;
+
+impl Session {
+    pub async fn load(store: Store) -> Result<Session, Error> {
+        let identity = match store.setting("identity").await? {
+            Some(text) => serde_json::from_str(&text).ok(),
+            None => None,
+        };
+        let tokens = match store.setting("tokens").await? {
+            Some(text) => serde_json::from_str(&text).ok(),
+            None => None,
+        };
+        let revoked = store.setting("revoked").await?.is_some();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .map_err(|e| Error::Network(e.to_string()))?;
+        Ok(Session {
+            store,
+            http,
+            data: Mutex::new(Data {
+                identity,
+                tokens,
+                revoked,
+            }),
+        })
+    }
+
+    pub async fn identity(&self) -> Option<Identity> {
+        self.data.lock().await.identity.clone()
+    }
+
+    pub async fn state(&self) -> SessionState {
+        let data = self.data.lock().await;
+        if data.revoked {
+            SessionState::Revoked
+        } else if data.tokens.is_some() {
+            SessionState::Active
+        } else {
+            SessionState::LoggedOut
+        }
+    }
+
+    pub async fn login(
+        &self,
+        server_url: &str,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<Identity, Error> {
+        let server_url = server_url.trim_end_matches('/').to_owned();
+        // The same device keeps its id across logins, so its sync state and peer id stay.
+        let device_id = self.store.setting("device_id").await?;
+        let mut body = serde_json::json!({
+            "username": username, "password": password, "device_name": device_name,
+        });
+        if let Some(device_id) = &device_id {
+            body["device_id"] = serde_json::Value::String(device_id.clone());
+        }
+        let mut response = self.post(&server_url, "/api/auth/login", &body).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND && device_id.is_some() {
+            // Another user on this device: it registers as a new device for them.
+            body.as_object_mut().map(|b| b.remove("device_id"));
+            response = self.post(&server_url, "/api/auth/login", &body).await?;
+        }
+        let tokens: TokenResponse = match response.status() {
+            s if s.is_success() => response
+                .json()
+                .await
+                .map_err(|e| Error::Network(e.to_string()))?,
+            reqwest::StatusCode::FORBIDDEN => return Err(Error::Revoked),
+            _ => return Err(Error::Refused(error_text(response).await)),
+        };
+        let me: Me = self
+            .get_json(&server_url, "/api/me", &tokens.access_token)
+            .await?;
+        let units: Vec<Unit> = self
+            .get_json(&server_url, "/api/units", &tokens.access_token)
+            .await?;
+        let identity = Identity {
+            server_url,
+            user_id: tokens.user_id,
+            device_id: tokens.device_id,
+            peer_id: tokens.peer_id,
+            unit_id: me.unit_id,
+            role: me.role,
+            cleared: me.cleared,
+            units: units.into_iter().map(|unit| unit.id).collect(),
+        };
+        let stored = Tokens {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            access_expires_at: now_ms() + tokens.expires_in * 1000,
+        };
+        self.store
+            .set_setting("device_id", &identity.device_id)
+            .await?;
+        self.save(&identity, &stored).await?;
+        self.store.delete_setting("revoked").await?;
+        let mut data = self.data.lock().await;
+        data.identity = Some(identity.clone());
+        data.tokens = Some(stored);
+        data.revoked = false;
+        Ok(identity)
+    }
+
+    async fn save(&self, identity: &Identity, tokens: &Tokens) -> Result<(), Error> {
+        let identity =
+            serde_json::to_string(identity).map_err(|e| Error::Storage(e.to_string()))?;
+        let tokens = serde_json::to_string(tokens).map_err(|e| Error::Storage(e.to_string()))?;
+        self.store.set_setting("identity", &identity).await?;
+        self.store.set_setting("tokens", &tokens).await
+    }
+
+    /// A valid access token, refreshed first if it is about to expire.
+    pub async fn access_token(&self) -> Result<String, Error> {
+        {
+            let data = self.data.lock().await;
+            if data.revoked {
+                return Err(Error::Revoked);
+            }
+            let tokens = data.tokens.as_ref().ok_or(Error::NotLoggedIn)?;
+            if tokens.access_expires_at - REFRESH_MARGIN_MS > now_ms() {
+                return Ok(tokens.access_token.clone());
+            }
+        }
+        self.refresh().await
+    }
+
+    /// Trades the refresh token for new tokens. A revoked device learns it here.
+    pub async fn refresh(&self) -> Result<String, Error> {
+        let mut data = self.data.lock().await;
+        if data.revoked {
+            return Err(Error::Revoked);
+        }
+        let (Some(identity), Some(tokens)) = (data.identity.clone(), data.tokens.clone()) else {
+            return Err(Error::NotLoggedIn);
+        };
+        let body = serde_json::json!({ "refresh_token": tokens.refresh_token });
+        let response = self
+            .post(&identity.server_url, "/api/auth/refresh", &body)
+            .await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let text = error_text(response).await;
+            if text.contains("revoked") {
+                data.revoked = true;
+                self.store.set_setting("revoked", "1").await?;
+                return Err(Error::Revoked);
+            }
+            data.tokens = None;
+            self.store.delete_setting("tokens").await?;
+            return Err(Error::NotLoggedIn);
+        }
+        if !response.status().is_success() {
+            return Err(Error::Network(error_text(response).await));
+        }
+        let renewed: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let stored = Tokens {
+            access_token: renewed.access_token.clone(),
+            refresh_token: renewed.refresh_token,
+            access_expires_at: now_ms() + renewed.expires_in * 1000,
+        };
+        // Saved before use: a crash now must not leave the device with a spent token.
+        self.save(&identity, &stored).await?;
+        data.tokens = Some(stored);
+        Ok(renewed.access_token)
+    }
+
+    /// Called when the server closes the socket as revoked.
+    pub async fn mark_revoked(&self) -> Result<(), Error> {
+        self.data.lock().await.revoked = true;
+        self.store.set_setting("revoked", "1").await
+    }
+
+    async fn post(
+        &self,
+        server_url: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, Error> {
+        self.http
+            .post(format!("{server_url}{path}"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        server_url: &str,
+        path: &str,
+        token: &str,
+    ) -> Result<T, Error> {
+        let response = self
+            .http
+            .get(format!("{server_url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(Error::Refused(error_text(response).await));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))
+    }
+}
+
+async fn error_text(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    format!("{status}: {message}")
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -3,7 +3,10 @@
 
 mod auth;
 mod bad_input;
+mod device;
 mod durability;
+#[path = "../support/flaky_proxy.rs"]
+mod flaky_proxy;
 mod helpers;
 mod interop;
 #[path = "../support/js_peer.rs"]

@@ -24,6 +24,8 @@
 //! This crate knows nothing of HTTP servers: it is a client of the Zhiban server's API and
 //! of its `/sync` websocket (the automerge-repo protocol, via `zhiban-protocol`).
 
+#![warn(missing_docs)]
+
 mod json;
 mod session;
 mod store;
@@ -49,20 +51,28 @@ use store::Store;
 /// Everything that can go wrong on the device.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The device's own database failed (disk full, corrupt file).
     #[error("local storage failed: {0}")]
     Storage(String),
+    /// The device does not hold this document.
     #[error("no such document on this device: {0}")]
     NoSuchDocument(DocumentId),
+    /// The caller's input was refused before anything was written.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The operation needs a session; log in first.
     #[error("not logged in")]
     NotLoggedIn,
+    /// The server revoked this device.
     #[error("this device has been revoked; log in again from a trusted device")]
     Revoked,
+    /// The server answered with a refusal (wrong password, no permission).
     #[error("the server refused: {0}")]
     Refused(String),
+    /// The server could not be reached; local data is unaffected.
     #[error("cannot reach the server: {0}")]
     Network(String),
+    /// Automerge refused an edit or stored bytes.
     #[error("document error: {0}")]
     Document(#[from] automerge::AutomergeError),
 }
@@ -92,18 +102,22 @@ pub enum DeliveryStatus {
 /// One line of [`Device::list`].
 #[derive(Debug, Clone, Serialize)]
 pub struct DocumentSummary {
+    /// The document's id.
     pub id: DocumentId,
     /// The document's `type` field (`incident`, `catalog`, …), if any.
     pub kind: Option<String>,
     /// The document's `title` field, if any.
     pub title: Option<String>,
+    /// Whether the server has confirmed it.
     pub status: DeliveryStatus,
 }
 
 /// Something the application may want to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The sync connection is up.
     Connected,
+    /// The sync connection dropped; it will be retried.
     Disconnected,
     /// A document changed, locally or from the server.
     DocumentChanged(DocumentId),
@@ -230,6 +244,7 @@ impl Device {
         self.inner.session.identity().await
     }
 
+    /// Whether the device may sync: logged out, active or revoked.
     pub async fn session_state(&self) -> SessionState {
         self.inner.session.state().await
     }
@@ -499,6 +514,7 @@ impl Device {
         self.start_sync_with(Backoff::default())
     }
 
+    /// [`Device::start_sync`] with chosen reconnection delays.
     pub fn start_sync_with(&self, backoff: Backoff) -> SyncHandle {
         sync::start(self.clone(), backoff)
     }

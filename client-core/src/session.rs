@@ -13,11 +13,15 @@ use crate::store::Store;
 pub struct Identity {
     /// The server's base URL, e.g. `http://127.0.0.1:8080`.
     pub server_url: String,
+    /// The user's id on the server.
     pub user_id: String,
+    /// This device's id on the server (kept across logins).
     pub device_id: String,
     /// The peer id this device uses on `/sync`.
     pub peer_id: String,
+    /// The user's unit.
     pub unit_id: String,
+    /// `admin`, `leader`, `officer` or `field`.
     pub role: String,
     /// Cleared for classified items (D18).
     pub cleared: bool,
@@ -29,7 +33,9 @@ pub struct Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
+    /// No session: log in.
     LoggedOut,
+    /// Logged in with tokens that can be refreshed.
     Active,
     /// The server revoked this device (a lost phone, D24). Local data stays readable.
     Revoked,

@@ -22,7 +22,9 @@ use crate::{DeliveryStatus, Device, Error, Event, Held, delivery_status};
 /// in [0.5, 1) so that a whole unit's phones do not reconnect in step after an outage.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// The first delay.
     pub initial: Duration,
+    /// The longest delay.
     pub max: Duration,
 }
 

@@ -502,7 +502,7 @@ impl Device {
                 return Ok(status);
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => return Ok(status),
+                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(status),
                 Ok(_) => continue,
             }
         }

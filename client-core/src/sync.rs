@@ -136,22 +136,34 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
             .replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1)
     );
-    let mut socket = match tokio_tungstenite::connect_async(url).await {
-        Ok((socket, _)) => socket,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => {
-            // The access token may have been refused early (clock skew, key rotation):
-            // refreshing also tells us whether the device was revoked.
-            return match device.inner.session.refresh().await {
-                Err(Error::Revoked) => Ended::Revoked,
-                _ => Ended::Failed("token refused".into()),
-            };
-        }
-        Err(error) => return Ended::Failed(error.to_string()),
+    // A server (or a captive portal) that accepts TCP and never answers must not hold the
+    // device forever, nor keep `stop` from returning.
+    let connect = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url));
+    let mut socket = tokio::select! {
+        _ = stopped.changed() => return Ended::Stopped,
+        connected = connect => match connected {
+            Err(_) => return Ended::Failed("no answer to connect".into()),
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
+                if response.status() == 401 =>
+            {
+                // The access token may have been refused early (clock skew, key rotation):
+                // refreshing also tells us whether the device was revoked.
+                return match device.inner.session.refresh().await {
+                    Err(Error::Revoked) => Ended::Revoked,
+                    _ => Ended::Failed("token refused".into()),
+                };
+            }
+            Ok(Err(error)) => return Ended::Failed(error.to_string()),
+        },
     };
     let peer_id = PeerId::new(identity.peer_id.clone());
-    let server_id = match handshake(&mut socket, &peer_id).await {
-        Ok(server_id) => server_id,
-        Err(reason) => return Ended::Failed(reason),
+    let server_id = tokio::select! {
+        _ = stopped.changed() => return Ended::Stopped,
+        answer = handshake(&mut socket, &peer_id) => match answer {
+            Ok(server_id) => server_id,
+            Err(reason) => return Ended::Failed(reason),
+        },
     };
     tracing::info!(server = %server_id, "connected");
     device.emit(Event::Connected);

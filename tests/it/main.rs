@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod cli;
 mod device;
 mod durability;
 #[path = "../support/flaky_proxy.rs"]

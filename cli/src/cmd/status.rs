@@ -1,0 +1,79 @@
+//! `zhiban status` — the session, and which documents are only on this device so far.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use serde_json::json;
+use zhiban_client_core::{DeliveryStatus, SessionState};
+
+use crate::{Context, EXIT_OK};
+
+#[derive(Args, Debug)]
+pub(crate) struct Status {}
+
+impl Status {
+    pub async fn apply(self, context: &Context) -> anyhow::Result<i32> {
+        let device = context.device().await?;
+        let session = device.session_state().await;
+        let identity = device.identity().await;
+        let mut pending = Vec::new();
+        let mut received = 0usize;
+        for summary in device.list().await? {
+            match summary.status {
+                DeliveryStatus::ReceivedByServer => received += 1,
+                // A document known only by id (listed in a catalog, its content not fetched
+                // yet) has nothing of this device's to deliver: it is not pending.
+                DeliveryStatus::SavedOnDevice => {
+                    if !device.heads(&summary.id).await?.is_empty() {
+                        pending.push(summary);
+                    }
+                }
+            }
+        }
+
+        let mut human = String::new();
+        match (session, &identity) {
+            (SessionState::Active, Some(identity)) => writeln!(
+                human,
+                "logged in to {} (user {}, {} in unit {}; device {})",
+                identity.server_url,
+                identity.user_id,
+                identity.role,
+                identity.unit_id,
+                identity.device_id
+            )?,
+            (SessionState::Revoked, _) => writeln!(
+                human,
+                "this device has been revoked; log in again from a trusted device \
+                 (its documents stay readable here)"
+            )?,
+            _ => writeln!(human, "not logged in")?,
+        }
+        writeln!(human, "received by the server: {received}")?;
+        if pending.is_empty() {
+            write!(human, "only saved on this device: none")?;
+        } else {
+            write!(human, "only saved on this device: {}", pending.len())?;
+            for summary in &pending {
+                write!(
+                    human,
+                    "\n  {}  {}",
+                    summary.id,
+                    summary.title.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+
+        let pending: Vec<_> = pending.iter().map(|summary| summary.id).collect();
+        context.out.emit(
+            &json!({
+                "session": session,
+                "pending": pending,
+                "received": received,
+                "identity": identity,
+            }),
+            human,
+        )?;
+        Ok(EXIT_OK)
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    zhiban_cli::main()
+}

@@ -138,7 +138,11 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
     );
     // A server (or a captive portal) that accepts TCP and never answers must not hold the
     // device forever, nor keep `stop` from returning.
-    let connect = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url));
+    // No Nagle: sync frames are small and every round trip counts toward "received".
+    let connect = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url, None, true),
+    );
     let mut socket = tokio::select! {
         _ = stopped.changed() => return Ended::Stopped,
         connected = connect => match connected {

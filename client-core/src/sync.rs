@@ -371,26 +371,13 @@ impl Connection<'_> {
     }
 
     fn wire(&self, document_id: DocumentId, message: SyncMessage, request: bool) -> Message {
-        let (sender_id, target_id, data) = (
+        Message::sync_or_request(
+            request,
+            document_id,
             self.peer_id.clone(),
             self.server_id.clone(),
             message.encode(),
-        );
-        if request {
-            Message::Request {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-            }
-        } else {
-            Message::Sync {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-            }
-        }
+        )
     }
 
     async fn flush(&mut self, socket: &mut Socket) -> Result<(), String> {

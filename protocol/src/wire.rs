@@ -133,6 +133,32 @@ impl Message {
         }
     }
 
+    /// A `request` when the sender holds nothing of the document yet (automerge-repo's rule),
+    /// else a `sync`; `data` is an encoded automerge sync message.
+    pub fn sync_or_request(
+        request: bool,
+        document_id: DocumentId,
+        sender_id: PeerId,
+        target_id: PeerId,
+        data: Vec<u8>,
+    ) -> Message {
+        if request {
+            Message::Request {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        } else {
+            Message::Sync {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        }
+    }
+
     pub fn document_id(&self) -> Option<DocumentId> {
         match self {
             Message::Request { document_id, .. }

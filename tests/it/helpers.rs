@@ -292,21 +292,7 @@ impl RawPeer {
 
     fn sync_message(&self, document_id: DocumentId, data: Vec<u8>, request: bool) -> Message {
         let (sender_id, target_id) = (self.peer_id.clone(), self.server_id.clone());
-        if request {
-            Message::Request {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-            }
-        } else {
-            Message::Sync {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-            }
-        }
+        Message::sync_or_request(request, document_id, sender_id, target_id, data)
     }
 
     /// Runs the sync protocol for one document until the server holds `doc`'s heads and we

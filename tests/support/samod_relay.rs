@@ -32,7 +32,11 @@ pub struct SamodRelay {
 /// Start a samod repo acting as a sync server behind an axum websocket route `/sync` on a listener bound
 /// to 127.0.0.1:0. Returns the bound address and a handle that stops it.
 pub async fn spawn_samod_relay() -> anyhow::Result<(SocketAddr, SamodRelay)> {
-    let repo = Repo::build_tokio().load().await;
+    spawn_samod_relay_with(Repo::build_tokio().load().await).await
+}
+
+/// [`spawn_samod_relay`] for a repo built elsewhere (e.g. with filesystem storage).
+pub async fn spawn_samod_relay_with(repo: Repo) -> anyhow::Result<(SocketAddr, SamodRelay)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding 127.0.0.1:0")?;

@@ -18,10 +18,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use zhiban_protocol::PeerId;
 
-use crate::AppState;
 use crate::db::{Pool, now_ms};
 use crate::error::{ApiJson, AppError};
 use crate::units::Role;
+use crate::{AppState, audit};
 
 const AUDIENCE: &str = "zhiban";
 const ISSUER: &str = "zhiban";
@@ -239,6 +239,12 @@ async fn login(
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     let Some(user_id) = user_id.filter(|_| password_ok) else {
+        audit::record(
+            &state,
+            audit::Entry::new("auth.login_failed")
+                .detail(serde_json::json!({ "username": request.username })),
+        )
+        .await?;
         return Err(AppError::Unauthorized("wrong username or password"));
     };
 
@@ -277,6 +283,11 @@ async fn login(
         }
     };
     let response = issue_tokens(&state, &user_id, &device_id).await?;
+    audit::record(
+        &state,
+        audit::Entry::new("auth.login").by(&user_id, Some(&device_id)),
+    )
+    .await?;
     tracing::info!(%user_id, %device_id, "logged in");
     Ok(Json(response))
 }
@@ -348,7 +359,13 @@ async fn refresh(
         return Err(AppError::Unauthorized("invalid refresh token"));
     }
     tx.commit().await?;
-    Ok(Json(issue_tokens(&state, &user_id, &device_id).await?))
+    let response = issue_tokens(&state, &user_id, &device_id).await?;
+    audit::record(
+        &state,
+        audit::Entry::new("auth.refresh").by(&user_id, Some(&device_id)),
+    )
+    .await?;
+    Ok(Json(response))
 }
 
 #[derive(Serialize)]
@@ -444,6 +461,13 @@ async fn revoke_device(
         .await?;
     tx.commit().await?;
     let closed = state.connections.disconnect_device(&device_id);
+    audit::record(
+        &state,
+        audit::Entry::new("device.revoke")
+            .by(&identity.user_id, Some(&identity.device_id))
+            .detail(serde_json::json!({ "device_id": device_id, "owner": owner })),
+    )
+    .await?;
     tracing::warn!(closed_sockets = closed, "device revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::audit;
+use crate::storage::{self, Backend, Write};
 use crate::units::{self, NewUser, Role};
 use crate::{Settings, db, launch};
 
@@ -61,6 +63,8 @@ enum Admin {
     },
     /// List units as JSON lines.
     ListUnits,
+    /// Check the audit trail's hash chain (D19); exits 1 at the first broken row.
+    VerifyAudit,
 }
 
 /// Entry point of the `zhiban-server` binary.
@@ -130,12 +134,23 @@ async fn shutdown_signal() {
 
 async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
-    match admin {
+    let backend = Backend {
+        sqlite: settings.database_url().starts_with("sqlite"),
+    };
+    let record = |entry: audit::Entry| {
+        let pool = pool.clone();
+        async move { storage::write_now(&pool, backend, &[Write::Audit(entry)]).await }
+    };
+    let outcome = match admin {
         Admin::CreateUnit { name, parent } => {
-            println!(
-                "{}",
-                units::create_unit(&pool, &name, parent.as_deref()).await?
-            );
+            let id = units::create_unit(&pool, &name, parent.as_deref()).await?;
+            record(
+                audit::Entry::new("admin.create_unit")
+                    .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent})),
+            )
+            .await?;
+            println!("{id}");
+            Ok(())
         }
         Admin::CreateUser {
             username,
@@ -153,14 +168,33 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
                 role,
                 cleared,
             };
-            println!("{}", units::create_user(&pool, user).await?);
+            let id = units::create_user(&pool, user).await?;
+            record(
+                audit::Entry::new("admin.create_user").detail(serde_json::json!({
+                    "user_id": id, "username": username, "unit_id": unit, "role": role,
+                    "cleared": cleared,
+                })),
+            )
+            .await?;
+            println!("{id}");
+            Ok(())
         }
         Admin::ListUnits => {
             for unit in units::list_units(&pool).await? {
                 println!("{}", serde_json::to_string(&unit)?);
             }
+            Ok(())
         }
-    }
+        Admin::VerifyAudit => match audit::verify(&pool).await? {
+            audit::Verdict::Intact { rows } => {
+                println!("audit trail intact: {rows} rows");
+                Ok(())
+            }
+            audit::Verdict::Broken { seq, reason } => {
+                Err(anyhow::anyhow!("audit trail broken at row {seq}: {reason}"))
+            }
+        },
+    };
     pool.close().await;
-    Ok(())
+    outcome
 }

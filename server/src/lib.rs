@@ -2,6 +2,7 @@
 //! through sqlx. [`launch`] is the one entry point; `main` only reads settings, binds and
 //! passes a shutdown signal.
 
+pub mod audit;
 pub mod auth;
 mod cli;
 pub mod db;
@@ -90,7 +91,10 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
     let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
-    let (storage, writer) = storage::Storage::spawn(pool.clone());
+    let backend = storage::Backend {
+        sqlite: settings.database_url().starts_with("sqlite"),
+    };
+    let (storage, writer) = storage::Storage::spawn(pool.clone(), backend);
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
         settings,

@@ -45,6 +45,8 @@ pub enum Write {
         document_id: DocumentId,
         state: Vec<u8>,
     },
+    /// Appended to the hash chain in the same transaction as the writes it accompanies.
+    Audit(crate::audit::Entry),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,13 +84,21 @@ pub struct Storage {
     jobs: mpsc::Sender<Job>,
 }
 
+/// How a write transaction starts: on SQLite it takes the write lock at once, so that reading
+/// the audit chain's head and appending to it cannot be interleaved with another process
+/// (the `admin` commands) writing.
+#[derive(Clone, Copy)]
+pub struct Backend {
+    pub sqlite: bool,
+}
+
 /// Most jobs gathered into one transaction; bounds the time one commit holds the lock.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
 
 impl Storage {
-    pub fn spawn(pool: Pool) -> (Storage, tokio::task::JoinHandle<()>) {
+    pub fn spawn(pool: Pool, backend: Backend) -> (Storage, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(4096);
-        let writer = tokio::spawn(run_writer(pool.clone(), receiver));
+        let writer = tokio::spawn(run_writer(pool.clone(), backend, receiver));
         (Storage { pool, jobs }, writer)
     }
 
@@ -200,7 +210,7 @@ impl Storage {
     }
 }
 
-async fn run_writer(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
+async fn run_writer(pool: Pool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::new();
     loop {
         let Some(first) = jobs.recv().await else {
@@ -219,7 +229,7 @@ async fn run_writer(pool: Pool, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            commit_batch(&pool, &mut batch).await;
+            commit_batch(&pool, backend, &mut batch).await;
         }
         if let Some(done) = stop {
             let _ = done.send(());
@@ -233,9 +243,9 @@ type Pending = (
     Option<oneshot::Sender<Result<(), StorageError>>>,
 );
 
-async fn commit_batch(pool: &Pool, batch: &mut Vec<Pending>) {
+async fn commit_batch(pool: &Pool, backend: Backend, batch: &mut Vec<Pending>) {
     let all: Vec<&Write> = batch.iter().flat_map(|(writes, _)| writes).collect();
-    match apply(pool, &all).await {
+    match apply(pool, backend, &all).await {
         Ok(()) => {
             for (_, done) in batch.drain(..) {
                 if let Some(done) = done {
@@ -252,7 +262,7 @@ async fn commit_batch(pool: &Pool, batch: &mut Vec<Pending>) {
             tracing::warn!(%error, jobs = batch.len(), "group commit failed; retrying jobs one by one");
             for (writes, done) in batch.drain(..) {
                 let refs: Vec<&Write> = writes.iter().collect();
-                match apply(pool, &refs).await {
+                match apply(pool, backend, &refs).await {
                     Ok(()) => {
                         if let Some(done) = done {
                             let _ = done.send(Ok(()));
@@ -279,9 +289,21 @@ fn report(
     }
 }
 
-async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
+/// Writes outside the server's writer task, for the `admin` commands.
+pub async fn write_now(pool: &Pool, backend: Backend, writes: &[Write]) -> Result<(), sqlx::Error> {
+    let refs: Vec<&Write> = writes.iter().collect();
+    apply(pool, backend, &refs).await
+}
+
+async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin().await?;
+    let mut tx = if backend.sqlite {
+        pool.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        pool.begin().await?
+    };
+    // The chain's head, read once per transaction when the first audit row needs it.
+    let mut chain: Option<(i64, String)> = None;
     for write in writes {
         match write {
             Write::RegisterDocument { document_id, meta } => {
@@ -356,6 +378,47 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<(), sqlx::Error> {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            }
+            Write::Audit(entry) => {
+                let (last_seq, last_hash) = match chain.take() {
+                    Some(head) => head,
+                    None => sqlx::query_as::<_, (i64, String)>(
+                        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or((0, crate::audit::GENESIS.to_owned())),
+                };
+                let seq = last_seq + 1;
+                let detail = entry.detail.to_string();
+                let hash = crate::audit::hash(
+                    &last_hash,
+                    &crate::audit::Chained {
+                        seq,
+                        at: now,
+                        user_id: entry.user_id.as_deref(),
+                        device_id: entry.device_id.as_deref(),
+                        action: entry.action,
+                        document_id: entry.document_id.as_deref(),
+                        detail: &detail,
+                    },
+                );
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at, user_id, device_id, action, document_id, \
+                     detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(seq)
+                .bind(now)
+                .bind(entry.user_id.as_deref())
+                .bind(entry.device_id.as_deref())
+                .bind(entry.action)
+                .bind(entry.document_id.as_deref())
+                .bind(&detail)
+                .bind(&last_hash)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+                chain = Some((seq, hash));
             }
         }
     }

@@ -334,4 +334,107 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
     let server = start_server_process(&settings).await;
     let session = login(&server.address, "wang").await;
     assert!(!session.access_token.is_empty());
+    let (ok, report, _) = admin(&["verify-audit"]);
+    assert!(ok);
+    // Two units, one user (the refused ones were not created), one login.
+    assert_eq!(report, "audit trail intact: 4 rows");
+}
+
+#[tokio::test]
+async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let session = app.login("alice", "phone").await;
+    let mut alice = RawPeer::connect(&app.sync_url(&session.access_token), &session.peer_id)
+        .await
+        .unwrap();
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("title", "Bridge cracked")]);
+    let mut state = automerge::sync::State::new();
+    assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
+    edit(&mut doc, "status", "closed");
+    assert!(alice.sync_with(id, &mut doc, &mut state).await.unwrap());
+    let failed = app
+        .http
+        .post(app.url("/api/auth/login"))
+        .json(&serde_json::json!({"username": "alice", "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
+
+    let rows: Vec<(
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    )> = sqlx::query_as(
+        "SELECT seq, action, user_id, device_id, document_id, detail FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let of = |action: &str| rows.iter().filter(|r| r.1 == action).collect::<Vec<_>>();
+    assert_eq!(of("auth.login").len(), 1);
+    assert_eq!(
+        of("auth.login")[0].2.as_deref(),
+        Some(session.user_id.as_str())
+    );
+    assert_eq!(
+        of("auth.login")[0].3.as_deref(),
+        Some(session.device_id.as_str())
+    );
+    assert_eq!(of("document.register").len(), 1);
+    let changes = of("sync.change");
+    assert_eq!(changes.len(), 2, "two changes accepted through sync");
+    for change in &changes {
+        assert_eq!(change.2.as_deref(), Some(session.user_id.as_str()));
+        assert_eq!(change.4.as_deref(), Some(id.to_string().as_str()));
+    }
+    let last_change = doc.get_heads()[0].to_string();
+    assert!(
+        changes[1].5.contains(&last_change),
+        "the change hash is recorded"
+    );
+    assert_eq!(of("auth.login_failed").len(), 1);
+    assert_eq!(
+        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        zhiban_server::audit::Verdict::Intact {
+            rows: rows.len() as i64
+        }
+    );
+
+    // Someone with database access rewrites history: the chain breaks at that row.
+    let victim = changes[0].0;
+    sqlx::query("UPDATE audit_log SET user_id = 'somebody-else' WHERE seq = $1")
+        .bind(victim)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    match zhiban_server::audit::verify(&app.pool).await.unwrap() {
+        zhiban_server::audit::Verdict::Broken { seq, .. } => assert_eq!(seq, victim),
+        intact => panic!("tampering not detected: {intact:?}"),
+    }
+    // Removing a row instead is caught as well.
+    sqlx::query("UPDATE audit_log SET user_id = $1 WHERE seq = $2")
+        .bind(&session.user_id)
+        .bind(victim)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        zhiban_server::audit::Verdict::Intact { .. }
+    ));
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(victim)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    match zhiban_server::audit::verify(&app.pool).await.unwrap() {
+        zhiban_server::audit::Verdict::Broken { seq, .. } => assert_eq!(seq, victim),
+        intact => panic!("deletion not detected: {intact:?}"),
+    }
 }

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
 
 use super::peer::Peer;
-use crate::AppState;
 use crate::storage::{DocumentMeta, Write, retry_delay};
+use crate::{AppState, audit};
+use serde_json::json;
 
 pub enum Command {
     /// A `sync` or `request` message from a peer.
@@ -169,6 +170,8 @@ struct DocumentActor {
     subscribers: HashMap<u64, Subscriber>,
     /// For a document the server has not stored yet: the peer whose changes created it.
     creator: Option<Arc<Peer>>,
+    /// Who brought which changes this round, for the audit trail (D19).
+    authors: Vec<(Arc<Peer>, Vec<String>)>,
 }
 
 impl DocumentActor {
@@ -185,6 +188,7 @@ impl DocumentActor {
             chunks_since_snapshot: 0,
             subscribers: HashMap::new(),
             creator: None,
+            authors: Vec::new(),
         }
     }
 
@@ -450,7 +454,8 @@ impl DocumentActor {
                 return;
             }
         };
-        let had_content = !self.document.get_heads().is_empty();
+        let before = self.document.get_heads();
+        let had_content = !before.is_empty();
         let subscriber = self
             .subscribers
             .get_mut(&connection_id)
@@ -469,9 +474,19 @@ impl DocumentActor {
             return;
         }
         subscriber.needs_reply = true;
-        if self.meta.is_none() && !had_content && !self.document.get_heads().is_empty() {
-            self.creator = Some(peer);
+        let brought: Vec<String> = self
+            .document
+            .get_changes(&before)
+            .iter()
+            .map(|change| change.hash().to_string())
+            .collect();
+        if brought.is_empty() {
+            return;
         }
+        if self.meta.is_none() && !had_content {
+            self.creator = Some(peer.clone());
+        }
+        self.authors.push((peer, brought));
     }
 
     async fn initial_sync_state(&self, peer: &Peer, access: Option<Access>) -> sync::State {
@@ -529,7 +544,26 @@ impl DocumentActor {
                     document_id: self.document_id,
                     meta: meta.clone(),
                 });
+                let mut entry = audit::Entry::new(if meta.catalog {
+                    "catalog.create"
+                } else {
+                    "document.register"
+                })
+                .document(self.document_id)
+                .detail(json!({"unit_id": meta.unit_id, "classified": meta.classified}));
+                if let Some(creator) = &self.creator {
+                    entry = entry.by(&creator.identity.user_id, Some(&creator.identity.device_id));
+                }
+                writes.push(Write::Audit(entry));
                 registered = Some(meta);
+            }
+            for (peer, changes) in self.authors.drain(..) {
+                writes.push(Write::Audit(
+                    audit::Entry::new("sync.change")
+                        .by(&peer.identity.user_id, Some(&peer.identity.device_id))
+                        .document(self.document_id)
+                        .detail(json!({"peer": peer.peer_id, "changes": changes})),
+                ));
             }
             if self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks {
                 writes.push(Write::Snapshot {
@@ -564,6 +598,7 @@ impl DocumentActor {
                 self.settle_offering_peers();
             }
         }
+        self.authors.clear();
         let server_peer_id = &self.state.server_peer_id;
         for subscriber in self.subscribers.values_mut() {
             if !(changed || subscriber.needs_reply) {
@@ -642,6 +677,14 @@ impl DocumentActor {
             %reason,
             "new document refused"
         );
+        let mut entry = audit::Entry::new("document.refused")
+            .document(self.document_id)
+            .detail(json!({ "reason": reason }));
+        if let Some(creator) = &self.creator {
+            entry = entry.by(&creator.identity.user_id, Some(&creator.identity.device_id));
+        }
+        self.state.storage.submit(vec![Write::Audit(entry)]);
+        self.authors.clear();
         for subscriber in std::mem::take(&mut self.subscribers).into_values() {
             subscriber.peer.send(&Message::Error {
                 message: format!("document {} refused: {reason}", self.document_id),

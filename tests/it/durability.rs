@@ -340,6 +340,16 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
     assert_eq!(report, "audit trail intact: 4 rows");
 }
 
+/// seq, action, user, device, document, detail
+type AuditRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 #[tokio::test]
 async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     let app = spawn_app().await;
@@ -363,14 +373,7 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
         .unwrap();
     assert_eq!(failed.status(), 401);
 
-    let rows: Vec<(
-        i64,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    )> = sqlx::query_as(
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT seq, action, user_id, device_id, document_id, detail FROM audit_log ORDER BY seq",
     )
     .fetch_all(&app.pool)

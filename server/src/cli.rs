@@ -65,6 +65,8 @@ enum Admin {
     ListUnits,
     /// Check the audit trail's hash chain (D19); exits 1 at the first broken row.
     VerifyAudit,
+    /// Rebuild the queryable rows (incidents, search) from the stored documents.
+    Reproject,
 }
 
 /// Entry point of the `zhiban-server` binary.
@@ -183,6 +185,11 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             for unit in units::list_units(&pool).await? {
                 println!("{}", serde_json::to_string(&unit)?);
             }
+            Ok(())
+        }
+        Admin::Reproject => {
+            let documents = crate::projection::reproject(&pool, backend).await?;
+            println!("reprojected {documents} documents");
             Ok(())
         }
         Admin::VerifyAudit => match audit::verify(&pool).await? {

@@ -7,6 +7,9 @@ pub mod auth;
 mod cli;
 pub mod db;
 pub mod error;
+mod incident;
+pub mod projection;
+mod search;
 pub mod settings;
 pub mod storage;
 pub mod sync;
@@ -65,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(auth::routes())
         .merge(units::routes())
+        .merge(incident::routes())
+        .merge(search::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))

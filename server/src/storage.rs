@@ -47,6 +47,8 @@ pub enum Write {
     },
     /// Appended to the hash chain in the same transaction as the writes it accompanies.
     Audit(crate::audit::Entry),
+    /// The document's queryable rows, replaced.
+    Project(crate::projection::Projection),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -419,6 +421,9 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
                 .execute(&mut *tx)
                 .await?;
                 chain = Some((seq, hash));
+            }
+            Write::Project(projection) => {
+                crate::projection::write(&mut tx, backend, projection, now).await?;
             }
         }
     }

@@ -12,6 +12,7 @@ mod helpers;
 mod interop;
 #[path = "../support/js_peer.rs"]
 mod js_peer;
+mod records;
 mod relay;
 #[path = "../support/samod_peer.rs"]
 mod samod_peer;

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ChangeHash, ObjType, ReadDoc, Value};
+use automerge::{Automerge, ChangeHash, ObjType, ReadDoc};
 use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
 
 use super::peer::Peer;
 use crate::storage::{DocumentMeta, Write, retry_delay};
-use crate::{AppState, audit};
+use crate::{AppState, audit, projection};
 use serde_json::json;
 
 pub enum Command {
@@ -557,6 +557,14 @@ impl DocumentActor {
                 writes.push(Write::Audit(entry));
                 registered = Some(meta);
             }
+            let meta = registered.as_ref().or(self.meta.as_ref());
+            if let Some(meta) = meta.filter(|meta| !meta.catalog) {
+                writes.push(Write::Project(projection::project(
+                    self.document_id,
+                    meta,
+                    &self.document,
+                )));
+            }
             for (peer, changes) in self.authors.drain(..) {
                 writes.push(Write::Audit(
                     audit::Entry::new("sync.change")
@@ -651,8 +659,9 @@ impl DocumentActor {
             .as_ref()
             .ok_or_else(|| "no creator for a new document".to_owned())?;
         let identity = &creator.identity;
-        let unit_id = root_text(&self.document, "unit").unwrap_or_else(|| identity.unit_id.clone());
-        let classified = match root_text(&self.document, "classification").as_deref() {
+        let unit_id = projection::root_text(&self.document, "unit")
+            .unwrap_or_else(|| identity.unit_id.clone());
+        let classified = match projection::root_text(&self.document, "classification").as_deref() {
             None | Some("plain") => false,
             Some("classified") => true,
             Some(other) => return Err(format!("unknown classification `{other}`")),
@@ -734,15 +743,5 @@ impl DocumentActor {
         for subscriber in self.subscribers.values() {
             self.save_sync_state(subscriber);
         }
-    }
-}
-
-/// A root field as text, whether the writer stored a plain string or a collaborative text
-/// object (automerge-repo's JavaScript client does the latter by default).
-fn root_text(document: &Automerge, key: &str) -> Option<String> {
-    match document.get(automerge::ROOT, key).ok()?? {
-        (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
-        (Value::Object(ObjType::Text), id) => document.text(&id).ok(),
-        _ => None,
     }
 }

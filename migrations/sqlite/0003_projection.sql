@@ -1,0 +1,29 @@
+-- Queryable rows derived from the documents after every stored change. Derived data only:
+-- `zhiban-server admin reproject` rebuilds it from the documents.
+CREATE TABLE incidents (
+    document_id TEXT PRIMARY KEY REFERENCES documents(id),
+    unit_id TEXT NOT NULL,
+    classified INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    category TEXT,
+    level TEXT,
+    grade TEXT,
+    status TEXT,
+    location TEXT,
+    known_at INTEGER,
+    reported_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    -- Core elements the report lacks (D11): called out, never blocking.
+    warnings TEXT NOT NULL
+);
+CREATE INDEX incidents_unit_reported ON incidents(unit_id, reported_at);
+
+-- Full-text search over every record's text (D20). Trigrams find 讨薪 inside 农民工讨薪事件
+-- without a Chinese word segmenter.
+-- The FTS table is keyed by rowid; search_documents maps documents to those rowids so that
+-- replacing one document's text does not scan the index.
+CREATE TABLE search_documents (
+    id INTEGER PRIMARY KEY,
+    document_id TEXT NOT NULL UNIQUE REFERENCES documents(id)
+);
+CREATE VIRTUAL TABLE search_index USING fts5(body, tokenize = 'trigram');

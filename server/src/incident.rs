@@ -1,0 +1,151 @@
+//! Incidents as the duty room queries them: `GET /api/incidents` over the projection, limited
+//! to the units the caller may see and, for classified incidents, to cleared users (D18).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Row};
+
+use crate::AppState;
+use crate::auth::Identity;
+use crate::error::AppError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/incidents", get(list))
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    unit: Option<String>,
+    status: Option<String>,
+    category: Option<String>,
+    level: Option<String>,
+    grade: Option<String>,
+    /// Reported at or after, milliseconds since the epoch.
+    from: Option<i64>,
+    /// Reported before, milliseconds since the epoch.
+    to: Option<i64>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct IncidentView {
+    document_id: String,
+    unit_id: String,
+    classified: bool,
+    title: String,
+    category: Option<String>,
+    level: Option<String>,
+    grade: Option<String>,
+    status: Option<String>,
+    location: Option<String>,
+    known_at: Option<i64>,
+    reported_at: Option<i64>,
+    warnings: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct Page {
+    incidents: Vec<IncidentView>,
+    /// How many match in all (for paging).
+    total: i64,
+}
+
+/// Appends the visibility condition every query of records carries.
+pub fn push_visibility(
+    query: &mut QueryBuilder<sqlx::Any>,
+    units: &std::collections::HashSet<String>,
+    cleared: bool,
+    unit_column: &str,
+    classified_condition: &str,
+) {
+    query.push(format!(" AND {unit_column} IN ("));
+    let mut separated = query.separated(", ");
+    for unit in units {
+        separated.push_bind(unit.clone());
+    }
+    separated.push_unseparated(")");
+    if !cleared {
+        query.push(format!(" AND NOT ({classified_condition})"));
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(filter): Query<Filter>,
+) -> Result<Json<Page>, AppError> {
+    let limit = filter.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let offset = filter.offset.unwrap_or(0).max(0);
+    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    let conditions = |query: &mut QueryBuilder<sqlx::Any>| {
+        push_visibility(
+            query,
+            &units,
+            identity.cleared,
+            "unit_id",
+            "classified <> 0",
+        );
+        for (column, value) in [
+            ("unit_id", &filter.unit),
+            ("status", &filter.status),
+            ("category", &filter.category),
+            ("level", &filter.level),
+            ("grade", &filter.grade),
+        ] {
+            if let Some(value) = value {
+                query.push(format!(" AND {column} = "));
+                query.push_bind(value.clone());
+            }
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND reported_at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND reported_at < ").push_bind(to);
+        }
+    };
+    let mut count = QueryBuilder::new("SELECT COUNT(*) AS n FROM incidents WHERE 1 = 1");
+    conditions(&mut count);
+    let total: i64 = count.build().fetch_one(&state.pool).await?.try_get("n")?;
+    let mut query = QueryBuilder::new(
+        "SELECT document_id, unit_id, classified, title, category, level, grade, status, \
+         location, known_at, reported_at, warnings FROM incidents WHERE 1 = 1",
+    );
+    conditions(&mut query);
+    query
+        .push(" ORDER BY reported_at DESC, document_id LIMIT ")
+        .push_bind(limit)
+        .push(" OFFSET ")
+        .push_bind(offset);
+    let rows = query.build().fetch_all(&state.pool).await?;
+    let incidents = rows
+        .iter()
+        .map(|row| {
+            Ok(IncidentView {
+                document_id: row.try_get("document_id")?,
+                unit_id: row.try_get("unit_id")?,
+                classified: row.try_get::<i64, _>("classified")? != 0,
+                title: row.try_get("title")?,
+                category: row.try_get("category")?,
+                level: row.try_get("level")?,
+                grade: row.try_get("grade")?,
+                status: row.try_get("status")?,
+                location: row.try_get("location")?,
+                known_at: row.try_get("known_at")?,
+                reported_at: row.try_get("reported_at")?,
+                warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?)
+                    .unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(Page { incidents, total }))
+}

@@ -1,0 +1,277 @@
+//! The projection: queryable rows derived from each record after every stored change
+//! (incidents, and the search text of every record, D20). Computed by the document's actor
+//! and written by the storage writer in the same transaction as the change, so the rows never
+//! describe something that is not stored. Derived only: [`reproject`] rebuilds them.
+
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+use sqlx::Row;
+use zhiban_protocol::DocumentId;
+
+use crate::db::Pool;
+use crate::storage::{Backend, DocumentMeta, Write};
+
+/// The rows one document contributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    pub document_id: DocumentId,
+    pub incident: Option<Incident>,
+    /// Every text of the record, for search.
+    pub search_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    pub unit_id: String,
+    pub classified: bool,
+    pub title: String,
+    pub category: Option<String>,
+    pub level: Option<String>,
+    pub grade: Option<String>,
+    pub status: Option<String>,
+    pub location: Option<String>,
+    pub known_at: Option<i64>,
+    pub reported_at: Option<i64>,
+    /// Core elements of a first report that are missing (D11).
+    pub warnings: Vec<&'static str>,
+}
+
+/// The core elements of a report (D11) and the fields that carry them.
+const CORE_ELEMENTS: [(&str, &str); 6] = [
+    ("time", "known_at"),
+    ("place", "location"),
+    ("nature", "category"),
+    ("casualties and losses", "casualties"),
+    ("measures taken", "measures"),
+    ("reporter", "reported_by"),
+];
+
+/// Keys whose values are identifiers, not text anyone searches for.
+const NOT_SEARCHED: [&str; 8] = [
+    "type",
+    "schema",
+    "unit",
+    "classification",
+    "device",
+    "reported_by",
+    "by",
+    "created_by",
+];
+
+pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) -> Projection {
+    let incident = (root_text(doc, "type").as_deref() == Some("incident")).then(|| Incident {
+        unit_id: meta.unit_id.clone(),
+        classified: meta.classified,
+        title: root_text(doc, "title").unwrap_or_default(),
+        category: root_text(doc, "category"),
+        level: root_text(doc, "level"),
+        grade: root_text(doc, "grade"),
+        status: root_text(doc, "status"),
+        location: root_text(doc, "location"),
+        known_at: root_number(doc, "known_at"),
+        reported_at: root_number(doc, "reported_at"),
+        warnings: CORE_ELEMENTS
+            .iter()
+            .filter(|(_, key)| !present(doc, key))
+            .map(|(element, _)| *element)
+            .collect(),
+    });
+    let mut search_text = String::new();
+    collect_text(doc, &automerge::ROOT, &mut search_text);
+    Projection {
+        document_id,
+        incident,
+        search_text,
+    }
+}
+
+/// A root field as text, whether stored as a plain string or as collaborative text (what the
+/// JavaScript client writes by default).
+pub fn root_text(doc: &Automerge, key: &str) -> Option<String> {
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
+        (Value::Object(ObjType::Text), id) => doc.text(&id).ok(),
+        _ => None,
+    }
+}
+
+fn root_number(doc: &Automerge, key: &str) -> Option<i64> {
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (Value::Scalar(scalar), _) => match scalar.as_ref() {
+            ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Some(*i),
+            ScalarValue::Uint(u) => i64::try_from(*u).ok(),
+            ScalarValue::F64(f) => Some(*f as i64),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn present(doc: &Automerge, key: &str) -> bool {
+    match doc.get(automerge::ROOT, key) {
+        Ok(Some((Value::Scalar(scalar), _))) => match scalar.as_ref() {
+            ScalarValue::Null => false,
+            ScalarValue::Str(s) => !s.trim().is_empty(),
+            _ => true,
+        },
+        Ok(Some((Value::Object(ObjType::Text), id))) => {
+            doc.text(&id).is_ok_and(|text| !text.trim().is_empty())
+        }
+        Ok(Some(_)) => true,
+        _ => false,
+    }
+}
+
+fn push_text(out: &mut String, text: &str) {
+    if !text.trim().is_empty() {
+        out.push_str(text);
+        out.push('\n');
+    }
+}
+
+fn collect_text(doc: &Automerge, object: &ObjId, out: &mut String) {
+    match doc.object_type(object) {
+        Ok(ObjType::Text) => push_text(out, &doc.text(object).unwrap_or_default()),
+        Ok(ObjType::Map) | Ok(ObjType::Table) => {
+            for key in doc.keys(object) {
+                if NOT_SEARCHED.contains(&key.as_str()) {
+                    continue;
+                }
+                match doc.get(object, key.as_str()) {
+                    Ok(Some((Value::Scalar(scalar), _))) => {
+                        if let Some(text) = scalar.as_str() {
+                            push_text(out, text);
+                        }
+                    }
+                    Ok(Some((Value::Object(_), inner))) => collect_text(doc, &inner, out),
+                    _ => {}
+                }
+            }
+        }
+        Ok(ObjType::List) => {
+            for index in 0..doc.length(object) {
+                match doc.get(object, index) {
+                    Ok(Some((Value::Scalar(scalar), _))) => {
+                        if let Some(text) = scalar.as_str() {
+                            push_text(out, text);
+                        }
+                    }
+                    Ok(Some((Value::Object(_), inner))) => collect_text(doc, &inner, out),
+                    _ => {}
+                }
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// Writes one document's rows (inside the storage writer's transaction).
+pub async fn write(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    projection: &Projection,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let id = projection.document_id.to_string();
+    match &projection.incident {
+        Some(incident) => {
+            sqlx::query(
+                "INSERT INTO incidents (document_id, unit_id, classified, title, category, level, \
+                 grade, status, location, known_at, reported_at, updated_at, warnings) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (document_id) DO UPDATE SET unit_id = excluded.unit_id, \
+                 classified = excluded.classified, title = excluded.title, \
+                 category = excluded.category, level = excluded.level, grade = excluded.grade, \
+                 status = excluded.status, location = excluded.location, \
+                 known_at = excluded.known_at, reported_at = excluded.reported_at, \
+                 updated_at = excluded.updated_at, warnings = excluded.warnings",
+            )
+            .bind(&id)
+            .bind(&incident.unit_id)
+            .bind(i64::from(incident.classified))
+            .bind(&incident.title)
+            .bind(incident.category.as_deref())
+            .bind(incident.level.as_deref())
+            .bind(incident.grade.as_deref())
+            .bind(incident.status.as_deref())
+            .bind(incident.location.as_deref())
+            .bind(incident.known_at)
+            .bind(incident.reported_at)
+            .bind(now)
+            .bind(serde_json::to_string(&incident.warnings).unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM incidents WHERE document_id = $1")
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    if backend.sqlite {
+        sqlx::query(
+            "INSERT INTO search_documents (document_id) VALUES ($1) \
+             ON CONFLICT (document_id) DO NOTHING",
+        )
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+        let rowid: i64 =
+            sqlx::query_scalar("SELECT id FROM search_documents WHERE document_id = $1")
+                .bind(&id)
+                .fetch_one(&mut **tx)
+                .await?;
+        sqlx::query("DELETE FROM search_index WHERE rowid = $1")
+            .bind(rowid)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO search_index (rowid, body) VALUES ($1, $2)")
+            .bind(rowid)
+            .bind(&projection.search_text)
+            .execute(&mut **tx)
+            .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO search_index (document_id, body) VALUES ($1, $2) \
+             ON CONFLICT (document_id) DO UPDATE SET body = excluded.body",
+        )
+        .bind(&id)
+        .bind(&projection.search_text)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds every record's rows from the stored documents; returns how many documents.
+pub async fn reproject(pool: &Pool, backend: Backend) -> anyhow::Result<usize> {
+    let storage_rows = sqlx::query(
+        "SELECT id, unit_id, classification, kind, created_by FROM documents WHERE kind = 'record'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut writes = Vec::with_capacity(storage_rows.len());
+    for row in &storage_rows {
+        let id: String = row.try_get("id")?;
+        let document_id: DocumentId = id.parse()?;
+        let meta = DocumentMeta {
+            unit_id: row.try_get("unit_id")?,
+            classified: row.try_get::<String, _>("classification")? == "classified",
+            catalog: false,
+            created_by: row.try_get("created_by")?,
+        };
+        let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM document_chunks WHERE document_id = $1 ORDER BY seq",
+        )
+        .bind(&id)
+        .fetch_all(pool)
+        .await?;
+        let mut doc = Automerge::new();
+        for chunk in &chunks {
+            doc.load_incremental(chunk)?;
+        }
+        writes.push(Write::Project(project(document_id, &meta, &doc)));
+    }
+    crate::storage::write_now(pool, backend, &writes).await?;
+    Ok(writes.len())
+}

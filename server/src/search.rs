@@ -56,8 +56,9 @@ async fn search(
             .replace('_', "\\_")
     );
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    // SQLite's trigram index serves LIKE for three characters or more, and scans for fewer;
-    // PostgreSQL scans (ILIKE) until a trigram index is set up there.
+    // LIKE rather than a trigram MATCH: on 100,000 records the scan answers in about 20 ms
+    // for any query, while MATCH on common Chinese trigrams took 0.3 to 0.8 s (measured with
+    // the `search` benchmark). PostgreSQL uses ILIKE the same way.
     let sqlite = state.settings.database_url().starts_with("sqlite");
     let mut sql = QueryBuilder::new(if sqlite {
         "SELECT d.id AS document_id, d.unit_id, i.title FROM search_index s \

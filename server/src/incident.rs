@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Row};
@@ -13,7 +13,9 @@ use crate::auth::Identity;
 use crate::error::AppError;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/incidents", get(list))
+    Router::new()
+        .route("/api/incidents", get(list))
+        .route("/api/incidents/{id}", get(one))
 }
 
 #[derive(Deserialize)]
@@ -116,10 +118,8 @@ async fn list(
     let mut count = QueryBuilder::new("SELECT COUNT(*) AS n FROM incidents WHERE 1 = 1");
     conditions(&mut count);
     let total: i64 = count.build().fetch_one(&state.pool).await?.try_get("n")?;
-    let mut query = QueryBuilder::new(
-        "SELECT document_id, unit_id, classified, title, category, level, grade, status, \
-         location, known_at, reported_at, warnings FROM incidents WHERE 1 = 1",
-    );
+    let mut query = QueryBuilder::new(COLUMNS);
+    query.push(" WHERE 1 = 1");
     conditions(&mut query);
     query
         .push(" ORDER BY reported_at DESC, document_id LIMIT ")
@@ -127,25 +127,50 @@ async fn list(
         .push(" OFFSET ")
         .push_bind(offset);
     let rows = query.build().fetch_all(&state.pool).await?;
-    let incidents = rows
-        .iter()
-        .map(|row| {
-            Ok(IncidentView {
-                document_id: row.try_get("document_id")?,
-                unit_id: row.try_get("unit_id")?,
-                classified: row.try_get::<i64, _>("classified")? != 0,
-                title: row.try_get("title")?,
-                category: row.try_get("category")?,
-                level: row.try_get("level")?,
-                grade: row.try_get("grade")?,
-                status: row.try_get("status")?,
-                location: row.try_get("location")?,
-                known_at: row.try_get("known_at")?,
-                reported_at: row.try_get("reported_at")?,
-                warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?)
-                    .unwrap_or_default(),
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+    let incidents = rows.iter().map(view).collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(Page { incidents, total }))
+}
+
+const COLUMNS: &str = "SELECT document_id, unit_id, classified, title, category, level, grade, \
+     status, location, known_at, reported_at, warnings FROM incidents";
+
+/// One incident; 404 both when it does not exist and when the caller may not see it.
+async fn one(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, AppError> {
+    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    let mut query = QueryBuilder::new(COLUMNS);
+    query.push(" WHERE document_id = ").push_bind(id);
+    push_visibility(
+        &mut query,
+        &units,
+        identity.cleared,
+        "unit_id",
+        "classified <> 0",
+    );
+    let row = query
+        .build()
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(AppError::NotFound("no such incident"))?;
+    Ok(Json(view(&row)?))
+}
+
+fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
+    Ok(IncidentView {
+        document_id: row.try_get("document_id")?,
+        unit_id: row.try_get("unit_id")?,
+        classified: row.try_get::<i64, _>("classified")? != 0,
+        title: row.try_get("title")?,
+        category: row.try_get("category")?,
+        level: row.try_get("level")?,
+        grade: row.try_get("grade")?,
+        status: row.try_get("status")?,
+        location: row.try_get("location")?,
+        known_at: row.try_get("known_at")?,
+        reported_at: row.try_get("reported_at")?,
+        warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?).unwrap_or_default(),
+    })
 }

@@ -224,3 +224,124 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relation {
+    Same,
+    Superior,
+    Subordinate,
+    Sibling,
+}
+
+/// Role × unit relation × clearance × classification × endpoint: every endpoint must give the
+/// answer the policy gives (D18), and all four must agree.
+#[tokio::test]
+async fn the_authorization_matrix_holds_for_sync_list_get_and_search() {
+    use zhiban_server::units::Role;
+    let app = spawn_app().await;
+    let root = app.create_unit("Province office", None).await;
+    let home = app.create_unit("County office", Some(&root)).await;
+    let below = app.create_unit("Town office", Some(&home)).await;
+    let beside = app.create_unit("Other county", Some(&root)).await;
+    app.create_user("author", &home, Role::Leader, true).await;
+    let unit_of = |relation| match relation {
+        Relation::Same => home.clone(),
+        Relation::Superior => root.clone(),
+        Relation::Subordinate => below.clone(),
+        Relation::Sibling => beside.clone(),
+    };
+
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let plain = report(
+        &app,
+        dirs[0].path(),
+        "author",
+        &json!({"type": "incident", "title": "矩阵测试 plain", "reported_at": 1i64}),
+    )
+    .await;
+    let classified = report(
+        &app,
+        dirs[1].path(),
+        "author",
+        &json!({"type": "incident", "title": "矩阵测试 classified",
+                "classification": "classified", "reported_at": 2i64}),
+    )
+    .await;
+
+    let roles = [Role::Admin, Role::Leader, Role::Officer, Role::Field];
+    let relations = [
+        Relation::Same,
+        Relation::Superior,
+        Relation::Subordinate,
+        Relation::Sibling,
+    ];
+    let mut cases = 0;
+    for (r, role) in roles.iter().enumerate() {
+        for (u, relation) in relations.iter().enumerate() {
+            for cleared in [false, true] {
+                let username = format!("u{r}{u}{}", u8::from(cleared));
+                app.create_user(&username, &unit_of(*relation), *role, cleared)
+                    .await;
+                let session = app.login(&username, "desk").await;
+                let token = &session.access_token;
+                let listed = ids(&get(&app, token, "/api/incidents").await, "incidents");
+                let found = ids(
+                    &get(
+                        &app,
+                        token,
+                        &format!("/api/search?q={}", urlencode("矩阵测试")),
+                    )
+                    .await,
+                    "hits",
+                );
+                let mut peer =
+                    crate::helpers::RawPeer::connect(&app.sync_url(token), &session.peer_id)
+                        .await
+                        .unwrap();
+                for (document, is_classified) in [(plain, false), (classified, true)] {
+                    let expected = matches!(relation, Relation::Same | Relation::Superior)
+                        && (!is_classified || cleared);
+                    let id = document.to_string();
+                    let got = app
+                        .http
+                        .get(app.url(&format!("/api/incidents/{id}")))
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    let synced = peer
+                        .sync(document, &mut automerge::Automerge::new())
+                        .await
+                        .unwrap();
+                    let case = format!(
+                        "{role:?} in {relation:?} unit, cleared={cleared}, classified={is_classified}"
+                    );
+                    assert_eq!(synced, expected, "sync: {case}");
+                    assert_eq!(listed.contains(&id), expected, "list: {case}");
+                    assert_eq!(got == 200, expected, "get: {case}");
+                    assert_eq!(got == 404, !expected, "get answers 404 when hidden: {case}");
+                    assert_eq!(found.contains(&id), expected, "search: {case}");
+                    cases += 4;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 256);
+
+    // Editing the fields does not declassify the document.
+    let author = Device::open(dirs[1].path()).await.unwrap();
+    let sync = author.start_sync_with(FAST);
+    author
+        .set_field(&classified, &["classification"], &json!("plain"))
+        .await
+        .unwrap();
+    author
+        .wait_received(&classified, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+    let uncleared = app.login("u200", "desk").await.access_token;
+    let listed = ids(&get(&app, &uncleared, "/api/incidents").await, "incidents");
+    assert_eq!(listed, vec![plain.to_string()]);
+}

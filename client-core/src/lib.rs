@@ -26,7 +26,6 @@
 
 #![warn(missing_docs)]
 
-mod json;
 mod session;
 mod store;
 mod sync;
@@ -47,6 +46,7 @@ pub use sync::{Backoff, SyncHandle};
 pub use zhiban_protocol::{DocumentId, PeerId};
 
 use store::Store;
+use zhiban_records::json;
 
 /// Everything that can go wrong on the device.
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +293,25 @@ impl Device {
         drop(documents);
         self.local_changed(id);
         Ok(id)
+    }
+
+    /// Creates a duty record (incident, duty log) after the checks of `zhiban-records`: a
+    /// structurally broken record is refused with the reason; missing core elements and
+    /// doubtful values come back as warnings and never block (D11).
+    pub async fn create_record(
+        &self,
+        record: &serde_json::Value,
+    ) -> Result<(DocumentId, Vec<String>), Error> {
+        let checked = zhiban_records::check(record);
+        if !checked.is_valid() {
+            return Err(Error::Invalid(checked.errors.join("; ")));
+        }
+        Ok((self.create(record).await?, checked.warnings))
+    }
+
+    /// What the record checks say about a document now.
+    pub async fn check(&self, id: &DocumentId) -> Result<zhiban_records::Checked, Error> {
+        Ok(zhiban_records::check(&self.get(id).await?))
     }
 
     /// The one-tap urgent report (D22): a red incident in the user's unit, durable on this

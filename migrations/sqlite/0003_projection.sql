@@ -13,8 +13,10 @@ CREATE TABLE incidents (
     known_at INTEGER,
     reported_at INTEGER,
     updated_at INTEGER NOT NULL,
-    -- Core elements the report lacks (D11): called out, never blocking.
-    warnings TEXT NOT NULL
+    -- What the checks found (zhiban-records): warnings never block (D11); problems flag a
+    -- malformed record that is stored all the same.
+    warnings TEXT NOT NULL,
+    problems TEXT NOT NULL
 );
 CREATE INDEX incidents_unit_reported ON incidents(unit_id, reported_at);
 

@@ -47,6 +47,8 @@ struct IncidentView {
     known_at: Option<i64>,
     reported_at: Option<i64>,
     warnings: serde_json::Value,
+    /// Structural faults of a stored but flagged record.
+    problems: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -132,7 +134,7 @@ async fn list(
 }
 
 const COLUMNS: &str = "SELECT document_id, unit_id, classified, title, category, level, grade, \
-     status, location, known_at, reported_at, warnings FROM incidents";
+     status, location, known_at, reported_at, warnings, problems FROM incidents";
 
 /// One incident; 404 both when it does not exist and when the caller may not see it.
 async fn one(
@@ -172,5 +174,6 @@ fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
         known_at: row.try_get("known_at")?,
         reported_at: row.try_get("reported_at")?,
         warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?).unwrap_or_default(),
+        problems: serde_json::from_str(&row.try_get::<String, _>("problems")?).unwrap_or_default(),
     })
 }

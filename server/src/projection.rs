@@ -3,7 +3,7 @@
 //! and written by the storage writer in the same transaction as the change, so the rows never
 //! describe something that is not stored. Derived only: [`reproject`] rebuilds them.
 
-use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
 use sqlx::Row;
 use zhiban_protocol::DocumentId;
 
@@ -31,19 +31,11 @@ pub struct Incident {
     pub location: Option<String>,
     pub known_at: Option<i64>,
     pub reported_at: Option<i64>,
-    /// Core elements of a first report that are missing (D11).
-    pub warnings: Vec<&'static str>,
+    /// What the record checks found: never blocking (D11).
+    pub warnings: Vec<String>,
+    /// Structural faults: the record is stored but flagged.
+    pub problems: Vec<String>,
 }
-
-/// The core elements of a report (D11) and the fields that carry them.
-const CORE_ELEMENTS: [(&str, &str); 6] = [
-    ("time", "known_at"),
-    ("place", "location"),
-    ("nature", "category"),
-    ("casualties and losses", "casualties"),
-    ("measures taken", "measures"),
-    ("reporter", "reported_by"),
-];
 
 /// Keys whose values are identifiers, not text anyone searches for.
 const NOT_SEARCHED: [&str; 8] = [
@@ -58,23 +50,38 @@ const NOT_SEARCHED: [&str; 8] = [
 ];
 
 pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) -> Projection {
-    let incident = (root_text(doc, "type").as_deref() == Some("incident")).then(|| Incident {
-        unit_id: meta.unit_id.clone(),
-        classified: meta.classified,
-        title: root_text(doc, "title").unwrap_or_default(),
-        category: root_text(doc, "category"),
-        level: root_text(doc, "level"),
-        grade: root_text(doc, "grade"),
-        status: root_text(doc, "status"),
-        location: root_text(doc, "location"),
-        known_at: root_number(doc, "known_at"),
-        reported_at: root_number(doc, "reported_at"),
-        warnings: CORE_ELEMENTS
-            .iter()
-            .filter(|(_, key)| !present(doc, key))
-            .map(|(element, _)| *element)
-            .collect(),
-    });
+    let view = zhiban_records::json::read(doc, &automerge::ROOT);
+    let checked = zhiban_records::check(&view);
+    let incident =
+        (view.get("type").and_then(serde_json::Value::as_str) == Some("incident")).then(|| {
+            let text = |key: &str| {
+                view.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            let number = |key: &str| {
+                view.get(key)
+                    .and_then(serde_json::Value::as_f64)
+                    .map(|n| n as i64)
+            };
+            Incident {
+                unit_id: meta.unit_id.clone(),
+                classified: meta.classified,
+                title: text("title").unwrap_or_default(),
+                category: text("category"),
+                level: text("level"),
+                grade: text("grade"),
+                status: text("status"),
+                location: text("location"),
+                known_at: number("known_at"),
+                reported_at: number("reported_at"),
+                warnings: checked.warnings.clone(),
+                problems: checked.errors.clone(),
+            }
+        });
+    if !checked.is_valid() {
+        tracing::warn!(%document_id, problems = ?checked.errors, "record stored but flagged");
+    }
     let mut search_text = String::new();
     collect_text(doc, &automerge::ROOT, &mut search_text);
     Projection {
@@ -91,33 +98,6 @@ pub fn root_text(doc: &Automerge, key: &str) -> Option<String> {
         (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
         (Value::Object(ObjType::Text), id) => doc.text(&id).ok(),
         _ => None,
-    }
-}
-
-fn root_number(doc: &Automerge, key: &str) -> Option<i64> {
-    match doc.get(automerge::ROOT, key).ok()?? {
-        (Value::Scalar(scalar), _) => match scalar.as_ref() {
-            ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Some(*i),
-            ScalarValue::Uint(u) => i64::try_from(*u).ok(),
-            ScalarValue::F64(f) => Some(*f as i64),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn present(doc: &Automerge, key: &str) -> bool {
-    match doc.get(automerge::ROOT, key) {
-        Ok(Some((Value::Scalar(scalar), _))) => match scalar.as_ref() {
-            ScalarValue::Null => false,
-            ScalarValue::Str(s) => !s.trim().is_empty(),
-            _ => true,
-        },
-        Ok(Some((Value::Object(ObjType::Text), id))) => {
-            doc.text(&id).is_ok_and(|text| !text.trim().is_empty())
-        }
-        Ok(Some(_)) => true,
-        _ => false,
     }
 }
 
@@ -176,14 +156,15 @@ pub async fn write(
         Some(incident) => {
             sqlx::query(
                 "INSERT INTO incidents (document_id, unit_id, classified, title, category, level, \
-                 grade, status, location, known_at, reported_at, updated_at, warnings) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 grade, status, location, known_at, reported_at, updated_at, warnings, problems) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (document_id) DO UPDATE SET unit_id = excluded.unit_id, \
                  classified = excluded.classified, title = excluded.title, \
                  category = excluded.category, level = excluded.level, grade = excluded.grade, \
                  status = excluded.status, location = excluded.location, \
                  known_at = excluded.known_at, reported_at = excluded.reported_at, \
-                 updated_at = excluded.updated_at, warnings = excluded.warnings",
+                 updated_at = excluded.updated_at, warnings = excluded.warnings, \
+                 problems = excluded.problems",
             )
             .bind(&id)
             .bind(&incident.unit_id)
@@ -198,6 +179,7 @@ pub async fn write(
             .bind(incident.reported_at)
             .bind(now)
             .bind(serde_json::to_string(&incident.warnings).unwrap_or_default())
+            .bind(serde_json::to_string(&incident.problems).unwrap_or_default())
             .execute(&mut **tx)
             .await?;
         }

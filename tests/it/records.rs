@@ -137,9 +137,13 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
     assert_eq!(row["grade"], "yellow");
     assert_eq!(
         row["warnings"],
-        json!(["casualties and losses", "measures taken"]),
+        json!([
+            "missing core element: casualties and losses",
+            "missing core element: measures taken"
+        ]),
         "missing core elements are called out"
     );
+    assert_eq!(row["problems"], json!([]));
     let all = get(&app, &district, "/api/incidents").await;
     assert_eq!(all["total"], 3);
     let red = get(&app, &district, "/api/incidents?grade=red&limit=1").await;
@@ -344,4 +348,47 @@ async fn the_authorization_matrix_holds_for_sync_list_get_and_search() {
     let uncleared = app.login("u200", "desk").await.access_token;
     let listed = ids(&get(&app, &uncleared, "/api/incidents").await, "incidents");
     assert_eq!(listed, vec![plain.to_string()]);
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_stored_but_flagged() {
+    let app = spawn_app().await;
+    org(&app).await;
+    // A peer that skips the device's checks (here a raw automerge peer) sends a bad grade.
+    let mut peer = app.peer("alice").await;
+    let id = DocumentId::random();
+    let mut doc = crate::helpers::new_document(&[
+        ("type", "incident"),
+        ("title", "odd report"),
+        ("grade", "purple"),
+    ]);
+    assert!(
+        peer.sync(id, &mut doc).await.unwrap(),
+        "stored, not refused"
+    );
+    let token = app.login("alice", "desk").await.access_token;
+    let row = get(&app, &token, &format!("/api/incidents/{id}")).await;
+    assert_eq!(row["title"], "odd report");
+    let problems = row["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{row}");
+    assert!(problems[0].as_str().unwrap().contains("purple"), "{row}");
+
+    // The device library refuses to create it in the first place, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::open(dir.path()).await.unwrap();
+    let refused = device
+        .create_record(&json!({"type": "incident", "title": "odd", "grade": "purple"}))
+        .await;
+    assert!(
+        matches!(&refused, Err(zhiban_client_core::Error::Invalid(reason)) if reason.contains("purple")),
+        "{refused:?}"
+    );
+    let (_, warnings) = device
+        .create_record(&json!({"type": "incident", "title": "fire", "grade": "red"}))
+        .await
+        .unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("casualties")),
+        "{warnings:?}"
+    );
 }

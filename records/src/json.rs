@@ -7,7 +7,7 @@ use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value};
 use serde_json::{Map, Number, Value as Json};
 
 /// Writes `value` under `key` of the map `object`.
-pub(crate) fn put<T: Transactable>(
+pub fn put<T: Transactable>(
     tx: &mut T,
     object: &ObjId,
     key: &str,
@@ -32,7 +32,7 @@ pub(crate) fn put<T: Transactable>(
 }
 
 /// Inserts `value` at `index` of the list `list`.
-pub(crate) fn insert<T: Transactable>(
+pub fn insert<T: Transactable>(
     tx: &mut T,
     list: &ObjId,
     index: usize,
@@ -71,7 +71,7 @@ fn to_scalar(value: &Json) -> ScalarValue {
 }
 
 /// The whole object `object` of `doc` as JSON.
-pub(crate) fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
+pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
     match doc.object_type(object) {
         Ok(ObjType::Map) | Ok(ObjType::Table) => {
             let mut fields = Map::new();

@@ -1,0 +1,373 @@
+//! Zhiban's duty records as types: what an incident and a duty log hold (D6, D9–D14), and
+//! the checks both the device and the server apply. Checks never block a report (D11: speed
+//! first): structural faults are `errors` (the document is stored but flagged), missing core
+//! elements and doubtful values are `warnings`.
+//!
+//! Records are read from the JSON view of an Automerge document ([`json::read`]), which
+//! treats plain strings and collaborative text alike, so records written by the JavaScript
+//! client check the same as ours.
+
+pub mod json;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The newest record schema this code understands.
+pub const SCHEMA: i64 = 1;
+
+/// The four categories of D9.
+pub const CATEGORIES: [&str; 4] = [
+    "natural_disaster",
+    "accident",
+    "public_health",
+    "social_security",
+];
+
+/// Urgency (D10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    /// Urgent: straight to the responsible leader's phone.
+    Red,
+    /// Important: to the work group.
+    Yellow,
+    /// Routine queue.
+    Blue,
+}
+
+/// Severity (D9), I most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    I,
+    II,
+    III,
+    IV,
+}
+
+/// One report in an incident's chain (D11–D12).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub kind: ReportKind,
+    pub at: i64,
+    pub by: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    First,
+    FollowUp,
+    Final,
+}
+
+/// A leader's instruction (批示) and the steps taken to complete it (D14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instruction {
+    pub by: Option<String>,
+    pub at: i64,
+    pub text: String,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub at: i64,
+    pub by: Option<String>,
+    pub text: String,
+}
+
+/// What is known of an attachment; the bytes travel separately.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub sha256: String,
+    pub size: u64,
+    pub mime: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+}
+
+/// An incident: one matter, one document, from the first report to the final one (D6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    #[serde(default)]
+    pub title: String,
+    pub category: Option<String>,
+    pub level: Option<Level>,
+    pub grade: Option<Grade>,
+    pub status: Option<String>,
+    /// When the event became known: the clock of D11 starts here.
+    pub known_at: Option<i64>,
+    pub location: Option<String>,
+    pub casualties: Option<String>,
+    pub measures: Option<String>,
+    pub reported_by: Option<String>,
+    pub reported_at: Option<i64>,
+    #[serde(default)]
+    pub reports: Vec<Report>,
+    #[serde(default)]
+    pub instructions: Vec<Instruction>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// One call or message in the duty log (D6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub received_at: i64,
+    pub caller_unit: Option<String>,
+    pub caller_name: Option<String>,
+    pub phone: Option<String>,
+    pub content: String,
+    pub handling: Option<String>,
+    pub handler: Option<String>,
+    /// The incident this call belongs to ("one case, one file").
+    pub incident: Option<String>,
+}
+
+/// A shift's duty log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DutyLog {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    #[serde(default)]
+    pub title: String,
+    /// The shift's start, milliseconds since the epoch.
+    pub shift_start: Option<i64>,
+    #[serde(default)]
+    pub entries: Vec<LogEntry>,
+}
+
+fn schema_one() -> i64 {
+    1
+}
+
+/// A record this code knows, read from a document's JSON view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Incident(Box<Incident>),
+    DutyLog(DutyLog),
+}
+
+/// The outcome of checking a document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checked {
+    pub record: Option<Record>,
+    /// Structural faults: the document is kept but flagged.
+    pub errors: Vec<String>,
+    /// What a duty officer should fill in or look at; never blocks.
+    pub warnings: Vec<String>,
+}
+
+impl Checked {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks a document's JSON view. Documents of a type this code does not know pass
+/// unchecked (`record` is None, no errors).
+pub fn check(document: &Value) -> Checked {
+    let mut checked = Checked::default();
+    let kind = document.get("type").and_then(Value::as_str);
+    if let Some(schema) = document.get("schema").and_then(Value::as_i64)
+        && schema > SCHEMA
+    {
+        checked.warnings.push(format!(
+            "written with schema {schema}; this server knows {SCHEMA}"
+        ));
+    }
+    match kind {
+        Some("incident") => match serde_json::from_value::<Incident>(document.clone()) {
+            Ok(incident) => {
+                check_incident(&incident, &mut checked);
+                checked.record = Some(Record::Incident(Box::new(incident)));
+            }
+            Err(error) => checked
+                .errors
+                .push(format!("not a well-formed incident: {error}")),
+        },
+        Some("duty_log") => match serde_json::from_value::<DutyLog>(document.clone()) {
+            Ok(log) => {
+                check_duty_log(&log, &mut checked);
+                checked.record = Some(Record::DutyLog(log));
+            }
+            Err(error) => checked
+                .errors
+                .push(format!("not a well-formed duty log: {error}")),
+        },
+        _ => {}
+    }
+    checked
+}
+
+/// The core elements of a first report (D11) that `incident` lacks.
+pub fn missing_core_elements(incident: &Incident) -> Vec<&'static str> {
+    let filled = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+    let mut missing = Vec::new();
+    if incident.known_at.is_none() {
+        missing.push("time");
+    }
+    if !filled(&incident.location) {
+        missing.push("place");
+    }
+    if !filled(&incident.category) {
+        missing.push("nature");
+    }
+    if !filled(&incident.casualties) {
+        missing.push("casualties and losses");
+    }
+    if !filled(&incident.measures) {
+        missing.push("measures taken");
+    }
+    if !filled(&incident.reported_by) {
+        missing.push("reporter");
+    }
+    missing
+}
+
+fn check_incident(incident: &Incident, checked: &mut Checked) {
+    if incident.title.trim().is_empty() {
+        checked.warnings.push("the incident has no title".into());
+    }
+    if incident.grade.is_none() {
+        checked
+            .warnings
+            .push("no grade: it will be handled as routine (blue)".into());
+    }
+    if let Some(category) = &incident.category
+        && !CATEGORIES.contains(&category.as_str())
+    {
+        checked.warnings.push(format!(
+            "category `{category}` is none of natural_disaster, accident, public_health, social_security"
+        ));
+    }
+    for element in missing_core_elements(incident) {
+        checked
+            .warnings
+            .push(format!("missing core element: {element}"));
+    }
+    let finals = incident
+        .reports
+        .iter()
+        .filter(|report| report.kind == ReportKind::Final)
+        .count();
+    if finals > 1 {
+        checked.errors.push("more than one final report".into());
+    }
+    for attachment in &incident.attachments {
+        if attachment.sha256.len() != 64
+            || !attachment.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            checked.errors.push(format!(
+                "attachment hash `{}` is not SHA-256 hex",
+                attachment.sha256
+            ));
+        }
+        if let (Some(lat), Some(lon)) = (attachment.lat, attachment.lon)
+            && (!(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon))
+        {
+            checked
+                .errors
+                .push("attachment position is off the globe".into());
+        }
+    }
+}
+
+fn check_duty_log(log: &DutyLog, checked: &mut Checked) {
+    for (index, entry) in log.entries.iter().enumerate() {
+        let number = index + 1;
+        if entry.content.trim().is_empty() {
+            checked
+                .warnings
+                .push(format!("entry {number} has no content"));
+        }
+        if let Some(phone) = &entry.phone
+            && !valid_phone(phone)
+        {
+            checked.warnings.push(format!(
+                "entry {number}: `{phone}` does not look like a phone number"
+            ));
+        }
+        if entry.handler.as_deref().is_none_or(|h| h.trim().is_empty()) {
+            checked
+                .warnings
+                .push(format!("entry {number} names no handler"));
+        }
+    }
+}
+
+/// Digits with optional `+`, spaces and dashes, 3 to 20 digits: duty numbers, mobiles and
+/// short codes such as 110.
+pub fn valid_phone(phone: &str) -> bool {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    (3..=20).contains(&digits)
+        && phone
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || c == ' ' || c == '-' || (c == '+' && i == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_complete_incident_has_no_warnings() {
+        let checked = check(&json!({
+            "type": "incident", "title": "山体滑坡", "category": "natural_disaster",
+            "grade": "red", "level": "II", "known_at": 1, "location": "G4 km 1032",
+            "casualties": "none", "measures": "road closed", "reported_by": "wang",
+            "reports": [{"kind": "first", "at": 2, "by": "wang", "text": "…"}],
+        }));
+        assert!(checked.is_valid(), "{checked:?}");
+        assert!(checked.warnings.is_empty(), "{checked:?}");
+        assert!(matches!(checked.record, Some(Record::Incident(_))));
+    }
+
+    #[test]
+    fn missing_core_elements_warn_but_do_not_fail() {
+        let checked = check(&json!({"type": "incident", "title": "fire", "grade": "red"}));
+        assert!(checked.is_valid());
+        assert!(checked.warnings.iter().any(|w| w.contains("casualties")));
+        assert!(checked.warnings.iter().any(|w| w.contains("time")));
+    }
+
+    #[test]
+    fn structural_faults_are_errors() {
+        let bad_grade = check(&json!({"type": "incident", "grade": "purple"}));
+        assert!(!bad_grade.is_valid());
+        let two_finals = check(&json!({"type": "incident", "grade": "red", "reports": [
+            {"kind": "final", "at": 1, "text": "a"}, {"kind": "final", "at": 2, "text": "b"}]}));
+        assert_eq!(two_finals.errors, vec!["more than one final report"]);
+        let bad_hash = check(&json!({"type": "incident", "attachments": [
+            {"sha256": "xyz", "size": 1, "mime": "image/jpeg"}]}));
+        assert!(!bad_hash.is_valid());
+    }
+
+    #[test]
+    fn duty_log_entries_are_checked() {
+        let checked = check(&json!({"type": "duty_log", "entries": [
+            {"received_at": 1, "content": "caller reports smoke", "phone": "0571-8888 1234", "handler": "li"},
+            {"received_at": 2, "content": "", "phone": "call me"},
+        ]}));
+        assert!(checked.is_valid());
+        assert_eq!(checked.warnings.len(), 3, "{checked:?}");
+        assert!(valid_phone("110"));
+        assert!(valid_phone("+86 138-0000-0000"));
+        assert!(!valid_phone("12"));
+        assert!(!valid_phone("1+1234"));
+    }
+
+    #[test]
+    fn other_documents_pass_unchecked() {
+        let checked = check(&json!({"type": "catalog", "documents": {}}));
+        assert_eq!(checked, Checked::default());
+    }
+}

@@ -20,6 +20,24 @@ CREATE TABLE incidents (
 );
 CREATE INDEX incidents_unit_reported ON incidents(unit_id, reported_at);
 
+-- One row per call or message of a duty log (D6), rewritten with its log.
+CREATE TABLE log_entries (
+    document_id TEXT NOT NULL REFERENCES documents(id),
+    position BIGINT NOT NULL,
+    unit_id TEXT NOT NULL,
+    classified BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    caller_unit TEXT,
+    caller_name TEXT,
+    phone TEXT,
+    content TEXT NOT NULL,
+    handling TEXT,
+    handler TEXT,
+    incident TEXT,
+    PRIMARY KEY (document_id, position)
+);
+CREATE INDEX log_entries_unit_received ON log_entries(unit_id, received_at);
+
 -- Full-text search over every record's text (D20), as substring search.
 CREATE TABLE search_index (
     document_id TEXT PRIMARY KEY REFERENCES documents(id),

@@ -20,6 +20,24 @@ CREATE TABLE incidents (
 );
 CREATE INDEX incidents_unit_reported ON incidents(unit_id, reported_at);
 
+-- One row per call or message of a duty log (D6), rewritten with its log.
+CREATE TABLE log_entries (
+    document_id TEXT NOT NULL REFERENCES documents(id),
+    position INTEGER NOT NULL,
+    unit_id TEXT NOT NULL,
+    classified INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    caller_unit TEXT,
+    caller_name TEXT,
+    phone TEXT,
+    content TEXT NOT NULL,
+    handling TEXT,
+    handler TEXT,
+    incident TEXT,
+    PRIMARY KEY (document_id, position)
+);
+CREATE INDEX log_entries_unit_received ON log_entries(unit_id, received_at);
+
 -- Full-text search over every record's text (D20). Trigrams find 讨薪 inside 农民工讨薪事件
 -- without a Chinese word segmenter.
 -- The FTS table is keyed by rowid; search_documents maps documents to those rowids so that

@@ -8,6 +8,7 @@ mod cli;
 pub mod db;
 pub mod error;
 mod incident;
+mod log;
 pub mod projection;
 mod search;
 pub mod settings;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(units::routes())
         .merge(incident::routes())
+        .merge(log::routes())
         .merge(search::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })

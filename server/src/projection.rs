@@ -15,6 +15,8 @@ use crate::storage::{Backend, DocumentMeta, Write};
 pub struct Projection {
     pub document_id: DocumentId,
     pub incident: Option<Incident>,
+    /// For a duty log: its entries, with the log's unit and class.
+    pub log_entries: Option<(String, bool, Vec<zhiban_records::LogEntry>)>,
     /// Every text of the record, for search.
     pub search_text: String,
 }
@@ -82,11 +84,18 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
     if !checked.is_valid() {
         tracing::warn!(%document_id, problems = ?checked.errors, "record stored but flagged");
     }
+    let log_entries = match checked.record {
+        Some(zhiban_records::Record::DutyLog(log)) => {
+            Some((meta.unit_id.clone(), meta.classified, log.entries))
+        }
+        _ => None,
+    };
     let mut search_text = String::new();
     collect_text(doc, &automerge::ROOT, &mut search_text);
     Projection {
         document_id,
         incident,
+        log_entries,
         search_text,
     }
 }
@@ -190,6 +199,33 @@ pub async fn write(
                 .await?;
         }
     }
+    sqlx::query("DELETE FROM log_entries WHERE document_id = $1")
+        .bind(&id)
+        .execute(&mut **tx)
+        .await?;
+    if let Some((unit_id, classified, entries)) = &projection.log_entries {
+        for (position, entry) in entries.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO log_entries (document_id, position, unit_id, classified, \
+                 received_at, caller_unit, caller_name, phone, content, handling, handler, \
+                 incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&id)
+            .bind(position as i64)
+            .bind(unit_id)
+            .bind(i64::from(*classified))
+            .bind(entry.received_at)
+            .bind(entry.caller_unit.as_deref())
+            .bind(entry.caller_name.as_deref())
+            .bind(entry.phone.as_deref())
+            .bind(&entry.content)
+            .bind(entry.handling.as_deref())
+            .bind(entry.handler.as_deref())
+            .bind(entry.incident.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     if backend.sqlite {
         sqlx::query(
             "INSERT INTO search_documents (document_id) VALUES ($1) \
@@ -252,7 +288,7 @@ pub async fn reproject(pool: &Pool, backend: Backend) -> anyhow::Result<usize> {
         for chunk in &chunks {
             doc.load_incremental(chunk)?;
         }
-        writes.push(Write::Project(project(document_id, &meta, &doc)));
+        writes.push(Write::Project(Box::new(project(document_id, &meta, &doc))));
     }
     crate::storage::write_now(pool, backend, &writes).await?;
     Ok(writes.len())

@@ -48,7 +48,7 @@ pub enum Write {
     /// Appended to the hash chain in the same transaction as the writes it accompanies.
     Audit(crate::audit::Entry),
     /// The document's queryable rows, replaced.
-    Project(crate::projection::Projection),
+    Project(Box<crate::projection::Projection>),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

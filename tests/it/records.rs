@@ -392,3 +392,101 @@ async fn a_malformed_record_is_stored_but_flagged() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test]
+async fn duty_log_entries_are_listed_searched_and_rebuilt() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::open(dir.path()).await.unwrap();
+    device
+        .login(
+            &format!("http://{}", app.address),
+            "alice",
+            PASSWORD,
+            "desk phone",
+        )
+        .await
+        .unwrap();
+    let sync = device.start_sync_with(FAST);
+    let (log, warnings) = device
+        .create_record(&json!({
+            "type": "duty_log", "title": "夜班 2026-11-22", "shift_start": 1_000i64,
+            "entries": [{
+                "received_at": 2_000i64, "caller_unit": "交警大队", "caller_name": "王警官",
+                "phone": "0571-110", "content": "高速追尾，两车受损", "handling": "转报带班领导",
+                "handler": "alice", "incident": "INCIDENT-1",
+            }],
+        }))
+        .await
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    device
+        .append(
+            &log,
+            &["entries"],
+            &json!({"received_at": 3_000i64, "content": "群众来电询问道路情况", "phone": "138 0000 0000", "handler": "alice"}),
+        )
+        .await
+        .unwrap();
+    device
+        .wait_received(&log, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+
+    let alice = app.login("alice", "desk").await.access_token;
+    let entries = get(&app, &alice, "/api/log").await;
+    let contents: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        vec!["群众来电询问道路情况", "高速追尾，两车受损"],
+        "newest first"
+    );
+    let of_incident = get(&app, &alice, "/api/log?incident=INCIDENT-1").await;
+    assert_eq!(of_incident.as_array().unwrap().len(), 1);
+    assert_eq!(of_incident[0]["caller_name"], "王警官");
+    let window = get(&app, &alice, "/api/log?from=2500").await;
+    assert_eq!(window.as_array().unwrap().len(), 1);
+    let hits = get(
+        &app,
+        &alice,
+        &format!("/api/search?q={}", urlencode("追尾")),
+    )
+    .await;
+    assert_eq!(ids(&hits, "hits"), vec![log.to_string()]);
+    let bob = app.login("bob", "desk").await.access_token;
+    assert!(
+        get(&app, &bob, "/api/log")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let rows = || async {
+        sqlx::query_as::<_, (String, i64, String)>(
+            "SELECT document_id, position, content FROM log_entries ORDER BY document_id, position",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    let before = rows().await;
+    sqlx::query("DELETE FROM log_entries")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    zhiban_server::projection::reproject(
+        &app.pool,
+        zhiban_server::storage::Backend { sqlite: true },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows().await, before);
+}

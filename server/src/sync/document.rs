@@ -559,11 +559,11 @@ impl DocumentActor {
             }
             let meta = registered.as_ref().or(self.meta.as_ref());
             if let Some(meta) = meta.filter(|meta| !meta.catalog) {
-                writes.push(Write::Project(projection::project(
+                writes.push(Write::Project(Box::new(projection::project(
                     self.document_id,
                     meta,
                     &self.document,
-                )));
+                ))));
             }
             for (peer, changes) in self.authors.drain(..) {
                 writes.push(Write::Audit(

@@ -38,6 +38,38 @@ CREATE TABLE log_entries (
 );
 CREATE INDEX log_entries_unit_received ON log_entries(unit_id, received_at);
 
+-- Rosters (D2-D5): shifts as written, and swap/leave requests; who is on duty at an instant
+-- is computed from both when asked, honouring only approvals by a leader of the unit.
+CREATE TABLE shifts (
+    document_id TEXT NOT NULL REFERENCES documents(id),
+    position INTEGER NOT NULL,
+    unit_id TEXT NOT NULL,
+    classified INTEGER NOT NULL,
+    start_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    kind TEXT,
+    -- JSON: a person, or a list of people ({user_id, name, phone}).
+    leader TEXT,
+    officers TEXT NOT NULL,
+    backup_leader TEXT,
+    backup_officers TEXT NOT NULL,
+    PRIMARY KEY (document_id, position)
+);
+CREATE INDEX shifts_unit_time ON shifts(unit_id, start_at, end_at);
+
+CREATE TABLE shift_requests (
+    document_id TEXT NOT NULL REFERENCES documents(id),
+    position INTEGER NOT NULL,
+    shift_position INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    substitute TEXT,
+    status TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at INTEGER,
+    PRIMARY KEY (document_id, position)
+);
+
 -- Full-text search over every record's text (D20). Trigrams find 讨薪 inside 农民工讨薪事件
 -- without a Chinese word segmenter.
 -- The FTS table is keyed by rowid; search_documents maps documents to those rowids so that

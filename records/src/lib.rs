@@ -143,6 +143,70 @@ pub struct DutyLog {
     pub entries: Vec<LogEntry>,
 }
 
+/// Someone on a roster: who, and how to reach them (D5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    pub user_id: Option<String>,
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+/// One shift of a roster (D2): one leader on duty and one or more officers, with optional
+/// A/B backups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shift {
+    pub start: i64,
+    pub end: i64,
+    /// `workday` or `holiday`.
+    pub kind: Option<String>,
+    pub leader: Option<Person>,
+    #[serde(default)]
+    pub officers: Vec<Person>,
+    pub backup_leader: Option<Person>,
+    #[serde(default)]
+    pub backup_officers: Vec<Person>,
+}
+
+/// A swap or leave request (D4): it takes effect only once the leader approves it, and only
+/// with a named substitute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShiftRequest {
+    /// `swap` or `leave`.
+    pub kind: String,
+    /// Index into the roster's shifts.
+    pub shift: usize,
+    pub requester: String,
+    pub substitute: Option<Person>,
+    pub reason: Option<String>,
+    /// `pending`, `approved` or `rejected`.
+    #[serde(default = "pending")]
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+/// A unit's roster for a period (D2–D4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Roster {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    #[serde(default)]
+    pub title: String,
+    /// A holiday roster must reach the superior office 3 days ahead (D3).
+    #[serde(default)]
+    pub holiday: bool,
+    pub due_at: Option<i64>,
+    pub submitted_at: Option<i64>,
+    #[serde(default)]
+    pub shifts: Vec<Shift>,
+    #[serde(default)]
+    pub requests: Vec<ShiftRequest>,
+}
+
+fn pending() -> String {
+    "pending".into()
+}
+
 fn schema_one() -> i64 {
     1
 }
@@ -152,6 +216,7 @@ fn schema_one() -> i64 {
 pub enum Record {
     Incident(Box<Incident>),
     DutyLog(DutyLog),
+    Roster(Roster),
 }
 
 /// The outcome of checking a document.
@@ -191,6 +256,15 @@ pub fn check(document: &Value) -> Checked {
             Err(error) => checked
                 .errors
                 .push(format!("not a well-formed incident: {error}")),
+        },
+        Some("roster") => match serde_json::from_value::<Roster>(document.clone()) {
+            Ok(roster) => {
+                check_roster(&roster, &mut checked);
+                checked.record = Some(Record::Roster(roster));
+            }
+            Err(error) => checked
+                .errors
+                .push(format!("not a well-formed roster: {error}")),
         },
         Some("duty_log") => match serde_json::from_value::<DutyLog>(document.clone()) {
             Ok(log) => {
@@ -302,6 +376,55 @@ fn check_duty_log(log: &DutyLog, checked: &mut Checked) {
     }
 }
 
+fn check_roster(roster: &Roster, checked: &mut Checked) {
+    for (index, shift) in roster.shifts.iter().enumerate() {
+        let number = index + 1;
+        if shift.end <= shift.start {
+            checked
+                .errors
+                .push(format!("shift {number} ends before it starts"));
+        }
+        if shift.leader.is_none() {
+            checked
+                .warnings
+                .push(format!("shift {number} has no leader on duty"));
+        }
+        if shift.officers.is_empty() {
+            checked
+                .warnings
+                .push(format!("shift {number} has no duty officer"));
+        }
+    }
+    for (index, request) in roster.requests.iter().enumerate() {
+        let number = index + 1;
+        if request.shift >= roster.shifts.len() {
+            checked.errors.push(format!(
+                "request {number} names shift {} which does not exist",
+                request.shift + 1
+            ));
+        }
+        if request.substitute.is_none() {
+            checked.errors.push(format!(
+                "request {number} names no substitute: nobody leaves the post without one (D4)"
+            ));
+        }
+        if !["pending", "approved", "rejected"].contains(&request.status.as_str()) {
+            checked.errors.push(format!(
+                "request {number} has unknown status `{}`",
+                request.status
+            ));
+        }
+    }
+    if roster.holiday
+        && let (Some(due), Some(submitted)) = (roster.due_at, roster.submitted_at)
+        && submitted > due
+    {
+        checked
+            .warnings
+            .push("the holiday roster was submitted after its due date (D3)".into());
+    }
+}
+
 /// Digits with optional `+`, spaces and dashes, 3 to 20 digits: duty numbers, mobiles and
 /// short codes such as 110.
 pub fn valid_phone(phone: &str) -> bool {
@@ -363,6 +486,15 @@ mod tests {
         assert!(valid_phone("+86 138-0000-0000"));
         assert!(!valid_phone("12"));
         assert!(!valid_phone("1+1234"));
+    }
+
+    #[test]
+    fn rosters_need_substitutes_and_sane_shifts() {
+        let checked = check(&json!({"type": "roster", "shifts": [
+            {"start": 10, "end": 5, "leader": {"name": "li"}, "officers": [{"name": "wang"}]}],
+            "requests": [{"kind": "leave", "shift": 0, "requester": "wang"}]}));
+        assert_eq!(checked.errors.len(), 2, "{checked:?}");
+        assert!(checked.errors[1].contains("substitute"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 mod incident;
 mod log;
 pub mod projection;
+mod roster;
 mod search;
 pub mod settings;
 pub mod storage;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(units::routes())
         .merge(incident::routes())
         .merge(log::routes())
+        .merge(roster::routes())
         .merge(search::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })

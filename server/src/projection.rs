@@ -17,6 +17,8 @@ pub struct Projection {
     pub incident: Option<Incident>,
     /// For a duty log: its entries, with the log's unit and class.
     pub log_entries: Option<(String, bool, Vec<zhiban_records::LogEntry>)>,
+    /// For a roster: the roster, with its unit and class.
+    pub roster: Option<(String, bool, zhiban_records::Roster)>,
     /// Every text of the record, for search.
     pub search_text: String,
 }
@@ -84,18 +86,23 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
     if !checked.is_valid() {
         tracing::warn!(%document_id, problems = ?checked.errors, "record stored but flagged");
     }
-    let log_entries = match checked.record {
+    let (mut log_entries, mut roster) = (None, None);
+    match checked.record {
         Some(zhiban_records::Record::DutyLog(log)) => {
-            Some((meta.unit_id.clone(), meta.classified, log.entries))
+            log_entries = Some((meta.unit_id.clone(), meta.classified, log.entries));
         }
-        _ => None,
-    };
+        Some(zhiban_records::Record::Roster(written)) => {
+            roster = Some((meta.unit_id.clone(), meta.classified, written));
+        }
+        _ => {}
+    }
     let mut search_text = String::new();
     collect_text(doc, &automerge::ROOT, &mut search_text);
     Projection {
         document_id,
         incident,
         log_entries,
+        roster,
         search_text,
     }
 }
@@ -226,6 +233,7 @@ pub async fn write(
             .await?;
         }
     }
+    write_roster(tx, &id, projection.roster.as_ref()).await?;
     if backend.sqlite {
         sqlx::query(
             "INSERT INTO search_documents (document_id) VALUES ($1) \
@@ -259,6 +267,68 @@ pub async fn write(
         .await?;
     }
     Ok(())
+}
+
+async fn write_roster(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    roster: Option<&(String, bool, zhiban_records::Roster)>,
+) -> Result<(), sqlx::Error> {
+    for table in ["shifts", "shift_requests"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE document_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let Some((unit_id, classified, roster)) = roster else {
+        return Ok(());
+    };
+    for (position, shift) in roster.shifts.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO shifts (document_id, position, unit_id, classified, start_at, end_at, \
+             kind, leader, officers, backup_leader, backup_officers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(id)
+        .bind(position as i64)
+        .bind(unit_id)
+        .bind(i64::from(*classified))
+        .bind(shift.start)
+        .bind(shift.end)
+        .bind(shift.kind.as_deref())
+        .bind(shift.leader.as_ref().map(to_json))
+        .bind(to_json(&shift.officers))
+        .bind(shift.backup_leader.as_ref().map(to_json))
+        .bind(to_json(&shift.backup_officers))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (position, request) in roster.requests.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO shift_requests (document_id, position, shift_position, kind, requester, \
+             substitute, status, decided_by, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(position as i64)
+        .bind(request.shift as i64)
+        .bind(&request.kind)
+        .bind(&request.requester)
+        .bind(request.substitute.as_ref().map(to_json))
+        .bind(&request.status)
+        .bind(request.decided_by.as_deref())
+        .bind(request.decided_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A serialisable value as a JSON text column.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Rebuilds every record's rows from the stored documents; returns how many documents.

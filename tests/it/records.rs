@@ -490,3 +490,150 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
     .unwrap();
     assert_eq!(rows().await, before);
 }
+
+#[tokio::test]
+async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_swaps() {
+    use automerge::ReadDoc;
+    use automerge::transaction::Transactable;
+    let app = spawn_app().await;
+    let org = org(&app).await;
+    app.create_user(
+        "zhao",
+        &org.unit_a,
+        zhiban_server::units::Role::Officer,
+        false,
+    )
+    .await;
+    let leader = app.login("cleared", "desk").await;
+    let anna = app.login("anna", "desk").await;
+    let zhao = app.login("zhao", "desk").await;
+    let alice = app.login("alice", "desk").await;
+    let person = |session: &crate::helpers::Session, name: &str, phone: &str| json!({"user_id": session.user_id, "name": name, "phone": phone});
+    // 2026-11-22 20:00 to 2026-11-23 08:00 (UTC+8), then the holiday day shift.
+    let night_start = 1_795_867_200_000i64;
+    let night_end = night_start + 12 * 3_600_000;
+    let day_end = night_end + 12 * 3_600_000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::open(dir.path()).await.unwrap();
+    device
+        .login(
+            &format!("http://{}", app.address),
+            "alice",
+            PASSWORD,
+            "desk",
+        )
+        .await
+        .unwrap();
+    let sync = device.start_sync_with(FAST);
+    let (roster, warnings) = device
+        .create_record(&json!({
+            "type": "roster", "title": "元旦值班表", "holiday": true,
+            "shifts": [
+                {"start": night_start, "end": night_end, "kind": "workday",
+                 "leader": person(&leader, "李局长", "13800000001"),
+                 "officers": [person(&anna, "安娜", "13800000002")],
+                 "backup_officers": [person(&alice, "艾丽斯", "13800000003")]},
+                {"start": night_end, "end": day_end, "kind": "holiday",
+                 "leader": person(&leader, "李局长", "13800000001"),
+                 "officers": [person(&alice, "艾丽斯", "13800000003")]},
+            ],
+            "requests": [{"kind": "leave", "shift": 0, "requester": anna.user_id,
+                          "substitute": person(&zhao, "赵", "13800000004"),
+                          "reason": "ill", "status": "pending"}],
+        }))
+        .await
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    device
+        .wait_received(&roster, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    let token = alice.access_token.clone();
+    let on_duty = |at: i64| {
+        let app = &app;
+        let token = token.clone();
+        let unit = org.unit_a.clone();
+        async move { get(app, &token, &format!("/api/oncall?unit={unit}&at={at}")).await }
+    };
+    let officers = |answer: &Value| -> Vec<String> {
+        answer["shifts"][0]["officers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before_midnight = on_duty(night_start + 3 * 3_600_000 + 1_800_000).await;
+    let after_midnight = on_duty(night_start + 7 * 3_600_000).await;
+    assert_eq!(before_midnight["shifts"][0]["leader"]["name"], "李局长");
+    assert_eq!(
+        before_midnight["shifts"][0]["leader"]["phone"],
+        "13800000001"
+    );
+    assert_eq!(
+        before_midnight["shifts"], after_midnight["shifts"],
+        "one shift across midnight"
+    );
+    assert_eq!(
+        officers(&after_midnight),
+        vec!["安娜"],
+        "a pending leave changes nothing"
+    );
+    let holiday = on_duty(night_end + 2 * 3_600_000).await;
+    assert_eq!(holiday["shifts"][0]["kind"], "holiday");
+    assert_eq!(officers(&holiday), vec!["艾丽斯"]);
+    assert!(
+        on_duty(day_end + 1).await["shifts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let decide = |by: String| {
+        let device = device.clone();
+        async move {
+            device
+                .change(&roster, move |tx| {
+                    let requests = tx.get(automerge::ROOT, "requests")?.unwrap().1;
+                    let request = tx.get(&requests, 0)?.unwrap().1;
+                    tx.put(&request, "status", "approved")?;
+                    tx.put(&request, "decided_by", by.as_str())?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            device
+                .wait_received(&roster, Duration::from_secs(20))
+                .await
+                .unwrap();
+        }
+    };
+    // An officer writing "approved" is not an approval.
+    decide(alice.user_id.clone()).await;
+    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
+    // The leader's is: the substitute is on duty.
+    decide(leader.user_id.clone()).await;
+    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["赵"]);
+    sync.stop().await;
+
+    // The superior office may ask; a sibling unit may not.
+    let district = app.login("district", "desk").await.access_token;
+    let answer = get(
+        &app,
+        &district,
+        &format!("/api/oncall?unit={}&at={}", org.unit_a, night_start + 1),
+    )
+    .await;
+    assert_eq!(answer["shifts"][0]["leader"]["name"], "李局长");
+    let bob = app.login("bob", "desk").await.access_token;
+    let response = app
+        .http
+        .get(app.url(&format!("/api/oncall?unit={}", org.unit_a)))
+        .bearer_auth(bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}

@@ -1,0 +1,139 @@
+//! Who is on duty (D5): `GET /api/oncall?unit=&at=` answers, for any unit the caller may see
+//! and any instant (midnight and holiday boundaries are just timestamps), the leader on duty
+//! and the officers with their contacts, after the swaps and leaves a leader of the unit has
+//! approved (D4).
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{QueryBuilder, Row};
+
+use crate::AppState;
+use crate::auth::Identity;
+use crate::error::AppError;
+use crate::incident::push_visibility;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/oncall", get(oncall))
+}
+
+#[derive(Deserialize)]
+struct At {
+    unit: Option<String>,
+    /// Milliseconds since the epoch; now if absent.
+    at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct OnDuty {
+    unit_id: String,
+    at: i64,
+    shifts: Vec<ShiftOnDuty>,
+}
+
+#[derive(Serialize)]
+struct ShiftOnDuty {
+    roster: String,
+    start: i64,
+    end: i64,
+    kind: Option<String>,
+    leader: Value,
+    officers: Value,
+    backup_leader: Value,
+    backup_officers: Value,
+}
+
+async fn oncall(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(query): Query<At>,
+) -> Result<Json<OnDuty>, AppError> {
+    let unit_id = query.unit.unwrap_or_else(|| identity.unit_id.clone());
+    let at = query.at.unwrap_or_else(crate::db::now_ms);
+    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    if !units.contains(&unit_id) {
+        return Err(AppError::NotFound("no such unit"));
+    }
+    let mut select = QueryBuilder::new(
+        "SELECT document_id, position, start_at, end_at, kind, leader, officers, backup_leader, \
+         backup_officers FROM shifts WHERE unit_id = ",
+    );
+    select
+        .push_bind(unit_id.clone())
+        .push(" AND start_at <= ")
+        .push_bind(at)
+        .push(" AND end_at > ")
+        .push_bind(at);
+    push_visibility(
+        &mut select,
+        &units,
+        identity.cleared,
+        "unit_id",
+        "classified <> 0",
+    );
+    select.push(" ORDER BY start_at, document_id, position");
+    let rows = select.build().fetch_all(&state.pool).await?;
+
+    let mut shifts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let roster: String = row.try_get("document_id")?;
+        let position: i64 = row.try_get("position")?;
+        let parse = |column: &str| -> Result<Value, sqlx::Error> {
+            let text: Option<String> = row.try_get(column)?;
+            Ok(text
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or(Value::Null))
+        };
+        let mut shift = ShiftOnDuty {
+            start: row.try_get("start_at")?,
+            end: row.try_get("end_at")?,
+            kind: row.try_get("kind")?,
+            leader: parse("leader")?,
+            officers: parse("officers")?,
+            backup_leader: parse("backup_leader")?,
+            backup_officers: parse("backup_officers")?,
+            roster: roster.clone(),
+        };
+        // Only a leader (or admin) of the unit can approve; an approval written by anyone
+        // else is ignored here, whatever the document says.
+        let approved = sqlx::query(
+            "SELECT r.requester, r.substitute FROM shift_requests r \
+             JOIN users u ON u.id = r.decided_by \
+             WHERE r.document_id = $1 AND r.shift_position = $2 AND r.status = 'approved' \
+             AND r.substitute IS NOT NULL AND u.unit_id = $3 AND u.role IN ('leader', 'admin') \
+             ORDER BY r.position",
+        )
+        .bind(&roster)
+        .bind(position)
+        .bind(&unit_id)
+        .fetch_all(&state.pool)
+        .await?;
+        for request in &approved {
+            let requester: String = request.try_get("requester")?;
+            let substitute: Value = request
+                .try_get::<Option<String>, _>("substitute")?
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or(Value::Null);
+            replace_person(&mut shift.leader, &requester, &substitute);
+            if let Value::Array(officers) = &mut shift.officers {
+                for officer in officers {
+                    replace_person(officer, &requester, &substitute);
+                }
+            }
+        }
+        shifts.push(shift);
+    }
+    Ok(Json(OnDuty {
+        unit_id,
+        at,
+        shifts,
+    }))
+}
+
+fn replace_person(person: &mut Value, requester: &str, substitute: &Value) {
+    if person.get("user_id").and_then(Value::as_str) == Some(requester) {
+        *person = substitute.clone();
+    }
+}

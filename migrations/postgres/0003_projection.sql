@@ -12,6 +12,10 @@ CREATE TABLE incidents (
     location TEXT,
     known_at BIGINT,
     reported_at BIGINT,
+    -- The report chain (D11-D13): first report, follow-ups (JSON list of times), final.
+    first_report_at BIGINT,
+    follow_ups TEXT NOT NULL,
+    final_report_at BIGINT,
     updated_at BIGINT NOT NULL,
     -- What the checks found (zhiban-records): warnings never block (D11); problems flag a
     -- malformed record that is stored all the same.

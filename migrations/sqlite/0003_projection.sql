@@ -12,6 +12,10 @@ CREATE TABLE incidents (
     location TEXT,
     known_at INTEGER,
     reported_at INTEGER,
+    -- The report chain (D11-D13): first report, follow-ups (JSON list of times), final.
+    first_report_at INTEGER,
+    follow_ups TEXT NOT NULL,
+    final_report_at INTEGER,
     updated_at INTEGER NOT NULL,
     -- What the checks found (zhiban-records): warnings never block (D11); problems flag a
     -- malformed record that is stored all the same.

@@ -211,6 +211,94 @@ fn schema_one() -> i64 {
     1
 }
 
+/// D11: the first report is due this long after the event became known.
+pub const FIRST_REPORT_WITHIN_MS: i64 = 60 * 60 * 1000;
+/// D12: follow-up reports are due this often until the final report.
+pub const FOLLOW_UP_EVERY_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// An incident's reporting against its deadlines (D11–D13), as of `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timeliness {
+    pub known_at: Option<i64>,
+    pub first_report_due_at: Option<i64>,
+    pub first_report_at: Option<i64>,
+    /// Minutes past the deadline (0 when on time); for a missing first report, so far.
+    pub first_report_minutes_late: Option<i64>,
+    pub follow_ups_made: usize,
+    /// Follow-ups that should exist by now (or by the final report).
+    pub follow_ups_due: usize,
+    pub next_follow_up_due_at: Option<i64>,
+    pub closed_at: Option<i64>,
+}
+
+impl Incident {
+    /// The first report: the earliest `first` in the chain, else the report that created it.
+    pub fn first_report_at(&self) -> Option<i64> {
+        self.reports
+            .iter()
+            .filter(|report| report.kind == ReportKind::First)
+            .map(|report| report.at)
+            .min()
+            .or(self.reported_at)
+    }
+
+    pub fn follow_up_times(&self) -> Vec<i64> {
+        let mut times: Vec<i64> = self
+            .reports
+            .iter()
+            .filter(|report| report.kind == ReportKind::FollowUp)
+            .map(|report| report.at)
+            .collect();
+        times.sort_unstable();
+        times
+    }
+
+    pub fn final_report_at(&self) -> Option<i64> {
+        self.reports
+            .iter()
+            .filter(|report| report.kind == ReportKind::Final)
+            .map(|report| report.at)
+            .min()
+    }
+}
+
+impl Timeliness {
+    pub fn of(
+        known_at: Option<i64>,
+        first_report_at: Option<i64>,
+        follow_ups: &[i64],
+        closed_at: Option<i64>,
+        now: i64,
+    ) -> Timeliness {
+        let first_report_due_at = known_at.map(|known| known + FIRST_REPORT_WITHIN_MS);
+        let first_report_minutes_late = first_report_due_at.map(|due| {
+            let reported = first_report_at.unwrap_or(now);
+            (reported - due).max(0) / 60_000
+        });
+        let (follow_ups_due, next_follow_up_due_at) = match first_report_at {
+            Some(first) => {
+                let until = closed_at.unwrap_or(now);
+                let due = usize::try_from((until - first).max(0) / FOLLOW_UP_EVERY_MS).unwrap_or(0);
+                let next = closed_at
+                    .is_none()
+                    .then(|| first + (due as i64 + 1) * FOLLOW_UP_EVERY_MS);
+                (due, next)
+            }
+            None => (0, None),
+        };
+        Timeliness {
+            known_at,
+            first_report_due_at,
+            first_report_at,
+            first_report_minutes_late,
+            follow_ups_made: follow_ups.len(),
+            follow_ups_due,
+            next_follow_up_due_at,
+            closed_at,
+        }
+    }
+}
+
 /// A record this code knows, read from a document's JSON view.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -495,6 +583,31 @@ mod tests {
             "requests": [{"kind": "leave", "shift": 0, "requester": "wang"}]}));
         assert_eq!(checked.errors.len(), 2, "{checked:?}");
         assert!(checked.errors[1].contains("substitute"));
+    }
+
+    #[test]
+    fn timeliness_counts_lateness_and_follow_ups() {
+        let hour = 3_600_000;
+        let late = Timeliness::of(Some(0), Some(hour + 30 * 60_000), &[], None, 6 * hour);
+        assert_eq!(late.first_report_minutes_late, Some(30));
+        // First report at 1.5 h, now 6 h: two follow-ups due (3.5 h, 5.5 h), none made.
+        assert_eq!(late.follow_ups_due, 2);
+        assert_eq!(
+            late.next_follow_up_due_at,
+            Some(hour + 30 * 60_000 + 3 * 2 * hour)
+        );
+        let closed = Timeliness::of(
+            Some(0),
+            Some(hour / 2),
+            &[3 * hour],
+            Some(4 * hour),
+            99 * hour,
+        );
+        assert_eq!(closed.first_report_minutes_late, Some(0));
+        assert_eq!((closed.follow_ups_due, closed.follow_ups_made), (1, 1));
+        assert_eq!(closed.next_follow_up_due_at, None);
+        let missing = Timeliness::of(Some(0), None, &[], None, 3 * hour);
+        assert_eq!(missing.first_report_minutes_late, Some(120));
     }
 
     #[test]

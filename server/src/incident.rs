@@ -49,6 +49,8 @@ struct IncidentView {
     warnings: serde_json::Value,
     /// Structural faults of a stored but flagged record.
     problems: serde_json::Value,
+    /// Reporting against its deadlines, as of the request (D11–D13).
+    timeliness: zhiban_records::Timeliness,
 }
 
 #[derive(Serialize)]
@@ -134,7 +136,8 @@ async fn list(
 }
 
 const COLUMNS: &str = "SELECT document_id, unit_id, classified, title, category, level, grade, \
-     status, location, known_at, reported_at, warnings, problems FROM incidents";
+     status, location, known_at, reported_at, first_report_at, follow_ups, final_report_at, \
+     warnings, problems FROM incidents";
 
 /// One incident; 404 both when it does not exist and when the caller may not see it.
 async fn one(
@@ -161,7 +164,17 @@ async fn one(
 }
 
 fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
+    let follow_ups: Vec<i64> =
+        serde_json::from_str(&row.try_get::<String, _>("follow_ups")?).unwrap_or_default();
+    let timeliness = zhiban_records::Timeliness::of(
+        row.try_get("known_at")?,
+        row.try_get("first_report_at")?,
+        &follow_ups,
+        row.try_get("final_report_at")?,
+        crate::db::now_ms(),
+    );
     Ok(IncidentView {
+        timeliness,
         document_id: row.try_get("document_id")?,
         unit_id: row.try_get("unit_id")?,
         classified: row.try_get::<i64, _>("classified")? != 0,

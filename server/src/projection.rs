@@ -35,6 +35,9 @@ pub struct Incident {
     pub location: Option<String>,
     pub known_at: Option<i64>,
     pub reported_at: Option<i64>,
+    pub first_report_at: Option<i64>,
+    pub follow_ups: Vec<i64>,
+    pub final_report_at: Option<i64>,
     /// What the record checks found: never blocking (D11).
     pub warnings: Vec<String>,
     /// Structural faults: the record is stored but flagged.
@@ -56,6 +59,10 @@ const NOT_SEARCHED: [&str; 8] = [
 pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) -> Projection {
     let view = zhiban_records::json::read(doc, &automerge::ROOT);
     let checked = zhiban_records::check(&view);
+    let typed = match &checked.record {
+        Some(zhiban_records::Record::Incident(incident)) => Some(incident.as_ref()),
+        _ => None,
+    };
     let incident =
         (view.get("type").and_then(serde_json::Value::as_str) == Some("incident")).then(|| {
             let text = |key: &str| {
@@ -79,6 +86,13 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
                 location: text("location"),
                 known_at: number("known_at"),
                 reported_at: number("reported_at"),
+                first_report_at: typed
+                    .and_then(zhiban_records::Incident::first_report_at)
+                    .or(number("reported_at")),
+                follow_ups: typed
+                    .map(zhiban_records::Incident::follow_up_times)
+                    .unwrap_or_default(),
+                final_report_at: typed.and_then(zhiban_records::Incident::final_report_at),
                 warnings: checked.warnings.clone(),
                 problems: checked.errors.clone(),
             }
@@ -172,13 +186,17 @@ pub async fn write(
         Some(incident) => {
             sqlx::query(
                 "INSERT INTO incidents (document_id, unit_id, classified, title, category, level, \
-                 grade, status, location, known_at, reported_at, updated_at, warnings, problems) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 grade, status, location, known_at, reported_at, first_report_at, follow_ups, \
+                 final_report_at, updated_at, warnings, problems) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17) \
                  ON CONFLICT (document_id) DO UPDATE SET unit_id = excluded.unit_id, \
                  classified = excluded.classified, title = excluded.title, \
                  category = excluded.category, level = excluded.level, grade = excluded.grade, \
                  status = excluded.status, location = excluded.location, \
                  known_at = excluded.known_at, reported_at = excluded.reported_at, \
+                 first_report_at = excluded.first_report_at, follow_ups = excluded.follow_ups, \
+                 final_report_at = excluded.final_report_at, \
                  updated_at = excluded.updated_at, warnings = excluded.warnings, \
                  problems = excluded.problems",
             )
@@ -193,6 +211,9 @@ pub async fn write(
             .bind(incident.location.as_deref())
             .bind(incident.known_at)
             .bind(incident.reported_at)
+            .bind(incident.first_report_at)
+            .bind(to_json(&incident.follow_ups))
+            .bind(incident.final_report_at)
             .bind(now)
             .bind(serde_json::to_string(&incident.warnings).unwrap_or_default())
             .bind(serde_json::to_string(&incident.problems).unwrap_or_default())

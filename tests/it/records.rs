@@ -637,3 +637,39 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn each_incident_shows_its_reporting_against_the_deadlines() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let hour = 3_600_000i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let known = now - 6 * hour;
+    let first = known + 90 * 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let id = report(
+        &app,
+        dir.path(),
+        "alice",
+        &json!({
+            "type": "incident", "title": "化工厂泄漏", "grade": "red", "known_at": known,
+            "reports": [
+                {"kind": "first", "at": first, "by": "alice", "text": "泄漏，已疏散"},
+                {"kind": "follow_up", "at": now - 2 * hour, "by": "alice", "text": "已控制"},
+            ],
+        }),
+    )
+    .await;
+    let token = app.login("alice", "desk").await.access_token;
+    let row = get(&app, &token, &format!("/api/incidents/{id}")).await;
+    let timeliness = &row["timeliness"];
+    assert_eq!(timeliness["first_report_minutes_late"], 30, "{row}");
+    assert_eq!(timeliness["first_report_at"], first);
+    assert_eq!(timeliness["follow_ups_made"], 1);
+    assert_eq!(
+        timeliness["follow_ups_due"], 2,
+        "4.5 h since the first report"
+    );
+    assert_eq!(timeliness["next_follow_up_due_at"], first + 6 * hour);
+    assert_eq!(timeliness["closed_at"], Value::Null);
+}

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod duty;
 mod session;
 mod store;
 mod sync;
@@ -41,6 +42,7 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify, broadcast};
 
+pub use duty::{Call, ReportKind};
 pub use session::{Identity, SessionState};
 pub use sync::{Backoff, SyncHandle};
 pub use zhiban_protocol::{DocumentId, PeerId};

@@ -276,6 +276,13 @@ impl Session {
             .map_err(|e| Error::Network(e.to_string()))
     }
 
+    /// GET an API path as the logged-in device (refreshing the token first if needed).
+    pub async fn api_get(&self, path_and_query: &str) -> Result<serde_json::Value, Error> {
+        let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
+        let token = self.access_token().await?;
+        self.get_json(&server_url, path_and_query, &token).await
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         server_url: &str,

@@ -203,6 +203,85 @@ pub struct Roster {
     pub requests: Vec<ShiftRequest>,
 }
 
+/// A pending item of a handover: open until somebody closes it (D7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingItem {
+    pub text: String,
+    pub opened_at: Option<i64>,
+    pub opened_by: Option<String>,
+    pub closed_at: Option<i64>,
+    pub closed_by: Option<String>,
+}
+
+/// A signature: who signed, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    pub by: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signatures {
+    pub outgoing: Option<Signature>,
+    pub incoming: Option<Signature>,
+}
+
+/// A shift handover (D7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handover {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub done: Vec<String>,
+    #[serde(default)]
+    pub pending: Vec<PendingItem>,
+    pub equipment: Option<String>,
+    /// The handover before this one, whose open items this one carries.
+    pub previous: Option<String>,
+    #[serde(default)]
+    pub signatures: Signatures,
+}
+
+/// A daily report during holidays, or a zero report when nothing happened (D15).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DailyReport {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    /// The day reported, `YYYY-MM-DD`.
+    pub date: String,
+    /// A zero report: nothing to report (零报告).
+    #[serde(default)]
+    pub zero: bool,
+    #[serde(default)]
+    pub text: String,
+    /// The last holiday day's report covers the whole holiday.
+    #[serde(default)]
+    pub holiday_summary: bool,
+    pub submitted_at: Option<i64>,
+}
+
+/// One incoming document or notice (D8): registered, routed to the leader, tracked to done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredDocument {
+    pub received_at: i64,
+    pub from: String,
+    pub title: String,
+    pub routed_to: Option<String>,
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// The register of incoming documents (D8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentRegister {
+    #[serde(default = "schema_one")]
+    pub schema: i64,
+    #[serde(default)]
+    pub entries: Vec<RegisteredDocument>,
+}
+
 fn pending() -> String {
     "pending".into()
 }
@@ -305,6 +384,9 @@ pub enum Record {
     Incident(Box<Incident>),
     DutyLog(DutyLog),
     Roster(Roster),
+    Handover(Handover),
+    DailyReport(DailyReport),
+    DocumentRegister(DocumentRegister),
 }
 
 /// The outcome of checking a document.
@@ -354,6 +436,56 @@ pub fn check(document: &Value) -> Checked {
                 .errors
                 .push(format!("not a well-formed roster: {error}")),
         },
+        Some("handover") => match serde_json::from_value::<Handover>(document.clone()) {
+            Ok(handover) => {
+                if handover.signatures.outgoing.is_none() || handover.signatures.incoming.is_none()
+                {
+                    checked
+                        .warnings
+                        .push("the handover is not yet signed by both officers".into());
+                }
+                checked.record = Some(Record::Handover(handover));
+            }
+            Err(error) => checked
+                .errors
+                .push(format!("not a well-formed handover: {error}")),
+        },
+        Some("daily_report") => match serde_json::from_value::<DailyReport>(document.clone()) {
+            Ok(report) => {
+                if chrono_like_date(&report.date).is_none() {
+                    checked
+                        .errors
+                        .push(format!("`{}` is not a date (YYYY-MM-DD)", report.date));
+                }
+                if !report.zero && report.text.trim().is_empty() {
+                    checked.warnings.push(
+                        "an empty daily report: mark it a zero report if nothing happened".into(),
+                    );
+                }
+                checked.record = Some(Record::DailyReport(report));
+            }
+            Err(error) => checked
+                .errors
+                .push(format!("not a well-formed daily report: {error}")),
+        },
+        Some("document_register") => {
+            match serde_json::from_value::<DocumentRegister>(document.clone()) {
+                Ok(register) => {
+                    for (index, entry) in register.entries.iter().enumerate() {
+                        if entry.routed_to.is_none() && !entry.done {
+                            checked.warnings.push(format!(
+                                "document {} is not yet routed to a leader",
+                                index + 1
+                            ));
+                        }
+                    }
+                    checked.record = Some(Record::DocumentRegister(register));
+                }
+                Err(error) => checked
+                    .errors
+                    .push(format!("not a well-formed document register: {error}")),
+            }
+        }
         Some("duty_log") => match serde_json::from_value::<DutyLog>(document.clone()) {
             Ok(log) => {
                 check_duty_log(&log, &mut checked);
@@ -513,6 +645,19 @@ fn check_roster(roster: &Roster, checked: &mut Checked) {
     }
 }
 
+/// `YYYY-MM-DD` with a plausible month and day.
+fn chrono_like_date(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split('-');
+    let year: u32 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    (parts.next().is_none()
+        && text.len() == 10
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day))
+    .then_some((year, month, day))
+}
+
 /// Digits with optional `+`, spaces and dashes, 3 to 20 digits: duty numbers, mobiles and
 /// short codes such as 110.
 pub fn valid_phone(phone: &str) -> bool {
@@ -608,6 +753,20 @@ mod tests {
         assert_eq!(closed.next_follow_up_due_at, None);
         let missing = Timeliness::of(Some(0), None, &[], None, 3 * hour);
         assert_eq!(missing.first_report_minutes_late, Some(120));
+    }
+
+    #[test]
+    fn handovers_daily_reports_and_registers_are_checked() {
+        let unsigned =
+            check(&json!({"type": "handover", "pending": [{"text": "call back the county"}]}));
+        assert!(unsigned.is_valid());
+        assert_eq!(unsigned.warnings.len(), 1);
+        assert!(!check(&json!({"type": "daily_report", "date": "2026-13-01"})).is_valid());
+        let zero = check(&json!({"type": "daily_report", "date": "2026-10-01", "zero": true}));
+        assert!(zero.is_valid() && zero.warnings.is_empty(), "{zero:?}");
+        let register = check(&json!({"type": "document_register", "entries": [
+            {"received_at": 1, "from": "市应急局", "title": "关于做好国庆值班的通知"}]}));
+        assert_eq!(register.warnings.len(), 1);
     }
 
     #[test]

@@ -42,6 +42,23 @@ CREATE TABLE log_entries (
 );
 CREATE INDEX log_entries_unit_received ON log_entries(unit_id, received_at);
 
+-- Handovers (D7): signatures and the pending items still open.
+CREATE TABLE handovers (
+    document_id TEXT PRIMARY KEY REFERENCES documents(id),
+    unit_id TEXT NOT NULL,
+    classified INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    outgoing_by TEXT,
+    outgoing_at INTEGER,
+    incoming_by TEXT,
+    incoming_at INTEGER,
+    open_items INTEGER NOT NULL,
+    -- JSON list of the pending items, open and closed.
+    pending TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX handovers_unit ON handovers(unit_id, updated_at);
+
 -- Rosters (D2-D5): shifts as written, and swap/leave requests; who is on duty at an instant
 -- is computed from both when asked, honouring only approvals by a leader of the unit.
 CREATE TABLE shifts (

@@ -7,6 +7,7 @@ pub mod auth;
 mod cli;
 pub mod db;
 pub mod error;
+mod handover;
 mod incident;
 mod log;
 pub mod projection;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(units::routes())
         .merge(incident::routes())
         .merge(log::routes())
+        .merge(handover::routes())
         .merge(roster::routes())
         .merge(search::routes())
         .merge(sync::routes())

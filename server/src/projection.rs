@@ -19,6 +19,8 @@ pub struct Projection {
     pub log_entries: Option<(String, bool, Vec<zhiban_records::LogEntry>)>,
     /// For a roster: the roster, with its unit and class.
     pub roster: Option<(String, bool, zhiban_records::Roster)>,
+    /// For a handover: the handover, with its unit and class.
+    pub handover: Option<(String, bool, zhiban_records::Handover)>,
     /// Every text of the record, for search.
     pub search_text: String,
 }
@@ -100,13 +102,16 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
     if !checked.is_valid() {
         tracing::warn!(%document_id, problems = ?checked.errors, "record stored but flagged");
     }
-    let (mut log_entries, mut roster) = (None, None);
+    let (mut log_entries, mut roster, mut handover) = (None, None, None);
     match checked.record {
         Some(zhiban_records::Record::DutyLog(log)) => {
             log_entries = Some((meta.unit_id.clone(), meta.classified, log.entries));
         }
         Some(zhiban_records::Record::Roster(written)) => {
             roster = Some((meta.unit_id.clone(), meta.classified, written));
+        }
+        Some(zhiban_records::Record::Handover(written)) => {
+            handover = Some((meta.unit_id.clone(), meta.classified, written));
         }
         _ => {}
     }
@@ -117,6 +122,7 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
         incident,
         log_entries,
         roster,
+        handover,
         search_text,
     }
 }
@@ -255,6 +261,7 @@ pub async fn write(
         }
     }
     write_roster(tx, &id, projection.roster.as_ref()).await?;
+    write_handover(tx, &id, projection.handover.as_ref(), now).await?;
     if backend.sqlite {
         sqlx::query(
             "INSERT INTO search_documents (document_id) VALUES ($1) \
@@ -344,6 +351,52 @@ async fn write_roster(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+async fn write_handover(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    handover: Option<&(String, bool, zhiban_records::Handover)>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let Some((unit_id, classified, handover)) = handover else {
+        sqlx::query("DELETE FROM handovers WHERE document_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    };
+    let open = handover
+        .pending
+        .iter()
+        .filter(|item| item.closed_at.is_none())
+        .count() as i64;
+    let (outgoing, incoming) = (&handover.signatures.outgoing, &handover.signatures.incoming);
+    sqlx::query(
+        "INSERT INTO handovers (document_id, unit_id, classified, title, outgoing_by, \
+         outgoing_at, incoming_by, incoming_at, open_items, pending, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (document_id) DO UPDATE SET unit_id = excluded.unit_id, \
+         classified = excluded.classified, title = excluded.title, \
+         outgoing_by = excluded.outgoing_by, outgoing_at = excluded.outgoing_at, \
+         incoming_by = excluded.incoming_by, incoming_at = excluded.incoming_at, \
+         open_items = excluded.open_items, pending = excluded.pending, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(id)
+    .bind(unit_id)
+    .bind(i64::from(*classified))
+    .bind(&handover.title)
+    .bind(outgoing.as_ref().map(|s| s.by.as_str()))
+    .bind(outgoing.as_ref().map(|s| s.at))
+    .bind(incoming.as_ref().map(|s| s.by.as_str()))
+    .bind(incoming.as_ref().map(|s| s.at))
+    .bind(open)
+    .bind(to_json(&handover.pending))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -673,3 +673,116 @@ async fn each_incident_shows_its_reporting_against_the_deadlines() {
     assert_eq!(timeliness["next_follow_up_due_at"], first + 6 * hour);
     assert_eq!(timeliness["closed_at"], Value::Null);
 }
+
+#[tokio::test]
+async fn handovers_are_signed_by_both_sides_and_pending_items_carry_over_until_closed() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let server = format!("http://{}", app.address);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let outgoing = Device::open(dir_a.path()).await.unwrap();
+    outgoing
+        .login(&server, "alice", PASSWORD, "desk")
+        .await
+        .unwrap();
+    let incoming = Device::open(dir_b.path()).await.unwrap();
+    incoming
+        .login(&server, "anna", PASSWORD, "desk")
+        .await
+        .unwrap();
+    let (sync_a, sync_b) = (
+        outgoing.start_sync_with(FAST),
+        incoming.start_sync_with(FAST),
+    );
+
+    let first = outgoing
+        .create_handover(
+            &["logged 14 calls".into()],
+            &[
+                "call back the county office".into(),
+                "radio 2 needs a battery".into(),
+            ],
+            "radio 1 fine, radio 2 weak",
+            None,
+        )
+        .await
+        .unwrap();
+    outgoing.sign_handover(&first, false).await.unwrap();
+    outgoing
+        .wait_received(&first, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // The incoming officer's device has it through the unit catalog.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while incoming
+        .get(&first)
+        .await
+        .map_or(true, |doc| doc["signatures"]["outgoing"].is_null())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handover never reached the incoming device"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    incoming.sign_handover(&first, true).await.unwrap();
+    incoming.close_pending(&first, 0).await.unwrap();
+    let second = incoming
+        .create_handover(
+            &[],
+            &["water pump report due".into()],
+            "all radios fine",
+            Some(&first),
+        )
+        .await
+        .unwrap();
+    incoming
+        .wait_received(&first, Duration::from_secs(20))
+        .await
+        .unwrap();
+    incoming
+        .wait_received(&second, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync_a.stop().await;
+    sync_b.stop().await;
+
+    let token = app.login("alice", "desk2").await.access_token;
+    let all = get(&app, &token, "/api/handovers").await;
+    let by_id = |id: &DocumentId| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["document_id"] == id.to_string().as_str())
+            .cloned()
+            .unwrap()
+    };
+    let (first_row, second_row) = (by_id(&first), by_id(&second));
+    assert!(first_row["outgoing_by"].is_string() && first_row["incoming_by"].is_string());
+    assert_eq!(
+        first_row["open_items"], 1,
+        "one item closed, one still open"
+    );
+    assert_eq!(
+        second_row["open_items"], 2,
+        "the open item carried over, plus a new one"
+    );
+    let carried: Vec<&str> = second_row["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        carried,
+        vec!["radio 2 needs a battery", "water pump report due"]
+    );
+    let bob = app.login("bob", "desk").await.access_token;
+    assert!(
+        get(&app, &bob, "/api/handovers")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

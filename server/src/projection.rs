@@ -58,7 +58,26 @@ const NOT_SEARCHED: [&str; 8] = [
     "created_by",
 ];
 
-pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) -> Projection {
+/// Record types with rows of their own; other documents are stored and synced but not
+/// projected (they are not part of the duty record, and projecting costs a full read).
+const RECORD_TYPES: [&str; 6] = [
+    "incident",
+    "duty_log",
+    "roster",
+    "handover",
+    "daily_report",
+    "document_register",
+];
+
+/// The rows of a duty record, or None for a document that is not one.
+pub fn project(
+    document_id: DocumentId,
+    meta: &DocumentMeta,
+    doc: &Automerge,
+) -> Option<Projection> {
+    if !root_text(doc, "type").is_some_and(|kind| RECORD_TYPES.contains(&kind.as_str())) {
+        return None;
+    }
     let view = zhiban_records::json::read(doc, &automerge::ROOT);
     let checked = zhiban_records::check(&view);
     let typed = match &checked.record {
@@ -117,14 +136,14 @@ pub fn project(document_id: DocumentId, meta: &DocumentMeta, doc: &Automerge) ->
     }
     let mut search_text = String::new();
     collect_text(doc, &automerge::ROOT, &mut search_text);
-    Projection {
+    Some(Projection {
         document_id,
         incident,
         log_entries,
         roster,
         handover,
         search_text,
-    }
+    })
 }
 
 /// A root field as text, whether stored as a plain string or as collaborative text (what the
@@ -432,7 +451,9 @@ pub async fn reproject(pool: &Pool, backend: Backend) -> anyhow::Result<usize> {
         for chunk in &chunks {
             doc.load_incremental(chunk)?;
         }
-        writes.push(Write::Project(Box::new(project(document_id, &meta, &doc))));
+        if let Some(projection) = project(document_id, &meta, &doc) {
+            writes.push(Write::Project(Box::new(projection)));
+        }
     }
     crate::storage::write_now(pool, backend, &writes).await?;
     Ok(writes.len())

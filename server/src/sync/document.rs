@@ -558,12 +558,10 @@ impl DocumentActor {
                 registered = Some(meta);
             }
             let meta = registered.as_ref().or(self.meta.as_ref());
-            if let Some(meta) = meta.filter(|meta| !meta.catalog) {
-                writes.push(Write::Project(Box::new(projection::project(
-                    self.document_id,
-                    meta,
-                    &self.document,
-                ))));
+            if let Some(meta) = meta.filter(|meta| !meta.catalog)
+                && let Some(rows) = projection::project(self.document_id, meta, &self.document)
+            {
+                writes.push(Write::Project(Box::new(rows)));
             }
             for (peer, changes) in self.authors.drain(..) {
                 writes.push(Write::Audit(

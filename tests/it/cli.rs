@@ -15,7 +15,7 @@ use zhiban_protocol::DocumentId;
 use crate::helpers::{PASSWORD, org, spawn_app_with, test_settings, text};
 use crate::js_peer::JsPeer;
 
-fn zhiban(data_dir: &Path) -> Command {
+pub(crate) fn zhiban(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zhiban-under-test"));
     command
         .env("ZHIBAN_DATA_DIR", data_dir)
@@ -39,7 +39,7 @@ fn zhiban(data_dir: &Path) -> Command {
 }
 
 /// Runs one command to completion and returns its JSON output lines.
-async fn run(data_dir: &Path, args: &[&str]) -> Vec<Value> {
+pub(crate) async fn run(data_dir: &Path, args: &[&str]) -> Vec<Value> {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         zhiban(data_dir).args(args).stdout(Stdio::piped()).output(),
@@ -57,7 +57,7 @@ async fn run(data_dir: &Path, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-async fn login(data_dir: &Path, server: &str, username: &str) {
+pub(crate) async fn login(data_dir: &Path, server: &str, username: &str) {
     let lines = run(
         data_dir,
         &[
@@ -74,12 +74,12 @@ async fn login(data_dir: &Path, server: &str, username: &str) {
     assert!(lines[0]["device_id"].is_string(), "{lines:?}");
 }
 
-struct Running {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) lines: Lines<BufReader<ChildStdout>>,
 }
 
-fn spawn(data_dir: &Path, args: &[&str]) -> Running {
+pub(crate) fn spawn(data_dir: &Path, args: &[&str]) -> Running {
     let mut child = zhiban(data_dir)
         .args(args)
         .stdout(Stdio::piped())
@@ -90,7 +90,7 @@ fn spawn(data_dir: &Path, args: &[&str]) -> Running {
 }
 
 impl Running {
-    async fn next(&mut self, limit: Duration) -> Value {
+    pub(crate) async fn next(&mut self, limit: Duration) -> Value {
         let line = tokio::time::timeout(limit, self.lines.next_line())
             .await
             .expect("a line in time")
@@ -100,7 +100,11 @@ impl Running {
     }
 
     /// Reads lines until one satisfies `wanted`.
-    async fn until(&mut self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(
+        &mut self,
+        limit: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

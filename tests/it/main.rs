@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+mod cli_day;
 mod device;
 mod durability;
 #[path = "../support/flaky_proxy.rs"]

@@ -1,15 +1,28 @@
 //! The commands, one module each: its arguments (a `clap::Args` struct) and its effect
 //! (`apply`, returning the process's exit code).
 
+mod close_pending;
+mod decide;
 mod edit;
+mod follow_up;
+mod handover;
+mod instruct;
 mod list;
+mod log_call;
 mod login;
+mod on_duty;
 mod report;
+mod roster;
 mod run;
+mod search;
 mod show;
+mod sign;
 mod status;
+mod swap;
 
 use clap::Subcommand;
+use serde_json::Value;
+use zhiban_client_core::{Device, DocumentId, Error};
 
 use crate::Context;
 
@@ -29,6 +42,28 @@ pub(crate) enum Command {
     Edit(edit::Edit),
     /// Keep syncing with the server and print what happens, until stopped.
     Run(run::Run),
+    /// Log a call or message in today's duty log.
+    LogCall(log_call::LogCall),
+    /// Add a follow-up report, or the final report, to an incident.
+    FollowUp(follow_up::FollowUp),
+    /// Record a leader's instruction on an incident.
+    Instruct(instruct::Instruct),
+    /// Open a handover for the end of this shift, with its pending items.
+    Handover(handover::Handover),
+    /// Sign a handover as the outgoing or the incoming officer.
+    Sign(sign::Sign),
+    /// Close a pending item of a handover.
+    ClosePending(close_pending::ClosePending),
+    /// Ask for a swap or leave on a roster's shift, naming the substitute.
+    Swap(swap::Swap),
+    /// Approve or reject a swap or leave request (leaders).
+    Decide(decide::Decide),
+    /// Show a roster: its shifts and its swap and leave requests.
+    Roster(roster::Roster),
+    /// Who is on duty now (or at --at), from the server.
+    OnDuty(on_duty::OnDuty),
+    /// Search the duty record on the server.
+    Search(search::Search),
 }
 
 impl Command {
@@ -41,6 +76,17 @@ impl Command {
             Command::Status(command) => command.apply(context).await,
             Command::Edit(command) => command.apply(context).await,
             Command::Run(command) => command.apply(context).await,
+            Command::LogCall(command) => command.apply(context).await,
+            Command::FollowUp(command) => command.apply(context).await,
+            Command::Instruct(command) => command.apply(context).await,
+            Command::Handover(command) => command.apply(context).await,
+            Command::Sign(command) => command.apply(context).await,
+            Command::ClosePending(command) => command.apply(context).await,
+            Command::Swap(command) => command.apply(context).await,
+            Command::Decide(command) => command.apply(context).await,
+            Command::Roster(command) => command.apply(context).await,
+            Command::OnDuty(command) => command.apply(context).await,
+            Command::Search(command) => command.apply(context).await,
         }
     }
 }
@@ -52,4 +98,136 @@ pub(crate) fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
     std::time::Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("`{text}` is not a usable number of seconds"))
+}
+
+/// Parses a position as people count (`1` is the first); used by `--item`, `--shift` and
+/// `--request`. The library counts from 0: subtract one before calling it.
+pub(crate) fn parse_position(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("positions start at 1".into()),
+        Ok(number) => Ok(number),
+        Err(_) => Err(format!("`{text}` is not a position (1, 2, 3…)")),
+    }
+}
+
+/// A library error as the command line tells it: with the fix where there is one.
+pub(crate) fn explain(error: Error) -> anyhow::Error {
+    match error {
+        Error::NotLoggedIn => anyhow::anyhow!("not logged in; run `zhiban login` first"),
+        Error::NoSuchDocument(id) => anyhow::anyhow!(
+            "no such document on this device: {id}; if it is new, `zhiban run` fetches it \
+             from the server"
+        ),
+        error => error.into(),
+    }
+}
+
+/// [`explain`] for the questions only the server can answer (`search`, `on-duty`).
+pub(crate) fn explain_online(error: Error, question: &str) -> anyhow::Error {
+    match error {
+        Error::Network(reason) => anyhow::anyhow!(
+            "cannot reach the server, and {question} needs it (nothing on this device \
+             changed): {reason}"
+        ),
+        error => explain(error),
+    }
+}
+
+/// The document `id` on this device, which must be a record of type `kind`.
+pub(crate) async fn record_of_kind(
+    device: &Device,
+    id: &DocumentId,
+    kind: &str,
+) -> anyhow::Result<Value> {
+    let document = device.get(id).await.map_err(explain)?;
+    match document.get("type").and_then(Value::as_str) {
+        Some(found) if found == kind => Ok(document),
+        Some(found) => anyhow::bail!("{id} is {}, not {}", a(found), a(kind)),
+        None if document.as_object().is_some_and(|fields| fields.is_empty()) => anyhow::bail!(
+            "{id} is known to this device but not fetched yet; `zhiban run` fetches it"
+        ),
+        None => anyhow::bail!("{id} is not {}", a(kind)),
+    }
+}
+
+/// A record type as words with its article: `duty_log` → `a duty log`.
+fn a(kind: &str) -> String {
+    let words = kind.replace('_', " ");
+    let article = if words.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {words}")
+}
+
+/// Milliseconds since the epoch as local time, e.g. `2026-11-22 20:00`.
+pub(crate) fn local_time(millis: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(millis) {
+        Some(time) => time
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+        None => millis.to_string(),
+    }
+}
+
+/// A person of a roster (`{"user_id", "name", "phone"}`) as people read it: `NAME (PHONE)`.
+pub(crate) fn person(value: &Value) -> String {
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty())
+        .or_else(|| value.get("user_id").and_then(Value::as_str))
+        .unwrap_or("nobody");
+    match value.get("phone").and_then(Value::as_str) {
+        Some(phone) if !phone.is_empty() => format!("{name} ({phone})"),
+        _ => name.to_owned(),
+    }
+}
+
+/// A list of people, `A (P), B (Q)`, or `none`.
+pub(crate) fn people(value: &Value) -> String {
+    match value.as_array() {
+        Some(list) if !list.is_empty() => list.iter().map(person).collect::<Vec<_>>().join(", "),
+        _ => "none".into(),
+    }
+}
+
+/// A required text that must say something (a report, an instruction, a reason).
+pub(crate) fn non_empty(text: &str, what: &str) -> anyhow::Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::Invalid(format!("{what} cannot be empty")).into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn positions_count_from_one() {
+        assert_eq!(parse_position("1"), Ok(1));
+        assert!(parse_position("0").is_err());
+        assert!(parse_position("-1").is_err());
+        assert!(parse_position("two").is_err());
+    }
+
+    #[test]
+    fn people_read_as_name_and_phone() {
+        assert_eq!(
+            person(&json!({"name": "李局长", "phone": "13800000001"})),
+            "李局长 (13800000001)"
+        );
+        assert_eq!(person(&json!({"user_id": "u1", "name": ""})), "u1");
+        assert_eq!(person(&Value::Null), "nobody");
+        assert_eq!(
+            people(&json!([{"name": "安娜"}, {"name": "赵", "phone": "110"}])),
+            "安娜, 赵 (110)"
+        );
+        assert_eq!(people(&json!([])), "none");
+    }
 }

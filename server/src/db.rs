@@ -91,3 +91,100 @@ fn create_parent_dir(url: &str) -> Result<(), DbError> {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// A value bound to a [`Sql`] statement.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bytes(Vec<u8>),
+}
+
+impl From<String> for Arg {
+    fn from(value: String) -> Self {
+        Arg::Text(Some(value))
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(value: &str) -> Self {
+        Arg::Text(Some(value.to_owned()))
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(value: Option<String>) -> Self {
+        Arg::Text(value)
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(value: i64) -> Self {
+        Arg::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(value: Option<i64>) -> Self {
+        Arg::Int(value)
+    }
+}
+
+impl From<Vec<u8>> for Arg {
+    fn from(value: Vec<u8>) -> Self {
+        Arg::Bytes(value)
+    }
+}
+
+/// SQL assembled at run time (optional filters, multi-row inserts) with `$n` placeholders,
+/// which both SQLite and PostgreSQL read; sqlx's `QueryBuilder` writes `?` for `Any`, which
+/// PostgreSQL does not. Only fixed text is pushed; every value is bound.
+#[derive(Debug, Default)]
+pub struct Sql {
+    text: String,
+    args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
+        self.args.push(value.into());
+        self.text.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    /// `(v1, v2, …)` with each value bound.
+    pub fn bind_list(&mut self, values: impl IntoIterator<Item = Arg>) -> &mut Self {
+        self.push("(");
+        for (index, value) in values.into_iter().enumerate() {
+            if index > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self.push(")")
+    }
+
+    pub fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.text.as_str()));
+        for arg in &self.args {
+            query = match arg {
+                Arg::Text(value) => query.bind(value.clone()),
+                Arg::Int(value) => query.bind(*value),
+                Arg::Bytes(value) => query.bind(value.clone()),
+            };
+        }
+        query
+    }
+}

@@ -5,7 +5,9 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+
+use crate::db::Sql;
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -44,7 +46,7 @@ async fn list(
 ) -> Result<Json<Vec<HandoverView>>, AppError> {
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let mut query = QueryBuilder::new(
+    let mut query = Sql::new(
         "SELECT document_id, unit_id, title, outgoing_by, outgoing_at, incoming_by, incoming_at, \
          open_items, pending FROM handovers WHERE 1 = 1",
     );
@@ -56,15 +58,15 @@ async fn list(
         "classified <> 0",
     );
     if let Some(unit) = filter.unit {
-        query.push(" AND unit_id = ").push_bind(unit);
+        query.push(" AND unit_id = ").bind(unit);
     }
     if filter.open == Some(true) {
         query.push(" AND open_items > 0");
     }
     query
         .push(" ORDER BY updated_at DESC, document_id LIMIT ")
-        .push_bind(limit);
-    let rows = query.build().fetch_all(&state.pool).await?;
+        .bind(limit);
+    let rows = query.query().fetch_all(&state.pool).await?;
     let handovers = rows
         .iter()
         .map(|row| {

@@ -6,7 +6,9 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+
+use crate::db::{Arg, Sql};
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -62,20 +64,17 @@ struct Page {
 
 /// Appends the visibility condition every query of records carries.
 pub fn push_visibility(
-    query: &mut QueryBuilder<sqlx::Any>,
+    query: &mut Sql,
     units: &std::collections::HashSet<String>,
     cleared: bool,
     unit_column: &str,
     classified_condition: &str,
 ) {
-    query.push(format!(" AND {unit_column} IN ("));
-    let mut separated = query.separated(", ");
-    for unit in units {
-        separated.push_bind(unit.clone());
-    }
-    separated.push_unseparated(")");
+    query
+        .push(&format!(" AND {unit_column} IN "))
+        .bind_list(units.iter().map(|unit| Arg::from(unit.as_str())));
     if !cleared {
-        query.push(format!(" AND NOT ({classified_condition})"));
+        query.push(&format!(" AND NOT ({classified_condition})"));
     }
 }
 
@@ -92,7 +91,7 @@ async fn list(
     }
     let offset = filter.offset.unwrap_or(0).max(0);
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let conditions = |query: &mut QueryBuilder<sqlx::Any>| {
+    let conditions = |query: &mut Sql| {
         push_visibility(
             query,
             &units,
@@ -108,29 +107,29 @@ async fn list(
             ("grade", &filter.grade),
         ] {
             if let Some(value) = value {
-                query.push(format!(" AND {column} = "));
-                query.push_bind(value.clone());
+                query.push(&format!(" AND {column} = "));
+                query.bind(value.clone());
             }
         }
         if let Some(from) = filter.from {
-            query.push(" AND reported_at >= ").push_bind(from);
+            query.push(" AND reported_at >= ").bind(from);
         }
         if let Some(to) = filter.to {
-            query.push(" AND reported_at < ").push_bind(to);
+            query.push(" AND reported_at < ").bind(to);
         }
     };
-    let mut count = QueryBuilder::new("SELECT COUNT(*) AS n FROM incidents WHERE 1 = 1");
+    let mut count = Sql::new("SELECT COUNT(*) AS n FROM incidents WHERE 1 = 1");
     conditions(&mut count);
-    let total: i64 = count.build().fetch_one(&state.pool).await?.try_get("n")?;
-    let mut query = QueryBuilder::new(COLUMNS);
+    let total: i64 = count.query().fetch_one(&state.pool).await?.try_get("n")?;
+    let mut query = Sql::new(COLUMNS);
     query.push(" WHERE 1 = 1");
     conditions(&mut query);
     query
         .push(" ORDER BY reported_at DESC, document_id LIMIT ")
-        .push_bind(limit)
+        .bind(limit)
         .push(" OFFSET ")
-        .push_bind(offset);
-    let rows = query.build().fetch_all(&state.pool).await?;
+        .bind(offset);
+    let rows = query.query().fetch_all(&state.pool).await?;
     let incidents = rows.iter().map(view).collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(Page { incidents, total }))
 }
@@ -146,8 +145,8 @@ async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<IncidentView>, AppError> {
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let mut query = QueryBuilder::new(COLUMNS);
-    query.push(" WHERE document_id = ").push_bind(id);
+    let mut query = Sql::new(COLUMNS);
+    query.push(" WHERE document_id = ").bind(id);
     push_visibility(
         &mut query,
         &units,
@@ -156,7 +155,7 @@ async fn one(
         "classified <> 0",
     );
     let row = query
-        .build()
+        .query()
         .fetch_optional(&state.pool)
         .await?
         .ok_or(AppError::NotFound("no such incident"))?;

@@ -6,7 +6,9 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+
+use crate::db::Sql;
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -54,7 +56,7 @@ async fn list(
         ));
     }
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let mut query = QueryBuilder::new(
+    let mut query = Sql::new(
         "SELECT document_id, position, unit_id, received_at, caller_unit, caller_name, phone, \
          content, handling, handler, incident FROM log_entries WHERE 1 = 1",
     );
@@ -66,23 +68,23 @@ async fn list(
         "classified <> 0",
     );
     if let Some(unit) = filter.unit {
-        query.push(" AND unit_id = ").push_bind(unit);
+        query.push(" AND unit_id = ").bind(unit);
     }
     if let Some(incident) = filter.incident {
-        query.push(" AND incident = ").push_bind(incident);
+        query.push(" AND incident = ").bind(incident);
     }
     if let Some(from) = filter.from {
-        query.push(" AND received_at >= ").push_bind(from);
+        query.push(" AND received_at >= ").bind(from);
     }
     if let Some(to) = filter.to {
-        query.push(" AND received_at < ").push_bind(to);
+        query.push(" AND received_at < ").bind(to);
     }
     query
         .push(" ORDER BY received_at DESC, document_id, position LIMIT ")
-        .push_bind(limit)
+        .bind(limit)
         .push(" OFFSET ")
-        .push_bind(filter.offset.unwrap_or(0).max(0));
-    let rows = query.build().fetch_all(&state.pool).await?;
+        .bind(filter.offset.unwrap_or(0).max(0));
+    let rows = query.query().fetch_all(&state.pool).await?;
     let entries = rows
         .iter()
         .map(|row| {

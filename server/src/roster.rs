@@ -8,7 +8,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+
+use crate::db::Sql;
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -56,16 +58,16 @@ async fn oncall(
     if !units.contains(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
-    let mut select = QueryBuilder::new(
+    let mut select = Sql::new(
         "SELECT document_id, position, start_at, end_at, kind, leader, officers, backup_leader, \
          backup_officers FROM shifts WHERE unit_id = ",
     );
     select
-        .push_bind(unit_id.clone())
+        .bind(unit_id.clone())
         .push(" AND start_at <= ")
-        .push_bind(at)
+        .bind(at)
         .push(" AND end_at > ")
-        .push_bind(at);
+        .bind(at);
     push_visibility(
         &mut select,
         &units,
@@ -74,7 +76,7 @@ async fn oncall(
         "classified <> 0",
     );
     select.push(" ORDER BY start_at, document_id, position");
-    let rows = select.build().fetch_all(&state.pool).await?;
+    let rows = select.query().fetch_all(&state.pool).await?;
 
     let mut shifts = Vec::with_capacity(rows.len());
     for row in &rows {

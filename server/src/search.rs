@@ -6,7 +6,9 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+
+use crate::db::Sql;
 
 use crate::AppState;
 use crate::auth::Identity;
@@ -60,7 +62,7 @@ async fn search(
     // for any query, while MATCH on common Chinese trigrams took 0.3 to 0.8 s (measured with
     // the `search` benchmark). PostgreSQL uses ILIKE the same way.
     let sqlite = state.settings.database_url().starts_with("sqlite");
-    let mut sql = QueryBuilder::new(if sqlite {
+    let mut sql = Sql::new(if sqlite {
         "SELECT d.id AS document_id, d.unit_id, i.title FROM search_index s \
          JOIN search_documents sd ON sd.id = s.rowid \
          JOIN documents d ON d.id = sd.document_id \
@@ -72,7 +74,7 @@ async fn search(
          LEFT JOIN incidents i ON i.document_id = d.id \
          WHERE s.body ILIKE "
     });
-    sql.push_bind(pattern).push(" ESCAPE '\\'");
+    sql.bind(pattern).push(" ESCAPE '\\'");
     push_visibility(
         &mut sql,
         &units,
@@ -80,9 +82,8 @@ async fn search(
         "d.unit_id",
         "d.classification = 'classified'",
     );
-    sql.push(" ORDER BY d.created_at DESC LIMIT ")
-        .push_bind(limit);
-    let rows = sql.build().fetch_all(&state.pool).await?;
+    sql.push(" ORDER BY d.created_at DESC LIMIT ").bind(limit);
+    let rows = sql.query().fetch_all(&state.pool).await?;
     let hits = rows
         .iter()
         .map(|row| {

@@ -9,7 +9,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 use zhiban_protocol::DocumentId;
 
-use crate::db::{Pool, now_ms};
+use crate::db::{Arg, Pool, Sql, now_ms};
 
 /// Who may see a document, fixed the first time the server stores it (D18).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +297,12 @@ pub async fn write_now(pool: &Pool, backend: Backend, writes: &[Write]) -> Resul
     apply(pool, backend, &refs).await
 }
 
+/// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Applies `writes` in one transaction. Change chunks and audit rows, the bulk of a busy
+/// batch, go in multi-row INSERTs; registrations come first because chunks, sync states and
+/// projections refer to them.
 async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let mut tx = if backend.sqlite {
@@ -304,44 +310,58 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
     } else {
         pool.begin().await?
     };
-    // The chain's head, read once per transaction when the first audit row needs it.
-    let mut chain: Option<(i64, String)> = None;
     for write in writes {
-        match write {
-            Write::RegisterDocument { document_id, meta } => {
-                sqlx::query(
-                    "INSERT INTO documents (id, unit_id, classification, kind, created_by, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(document_id.to_string())
-                .bind(&meta.unit_id)
-                .bind(if meta.classified {
-                    "classified"
-                } else {
-                    "plain"
-                })
-                .bind(if meta.catalog { "catalog" } else { "record" })
-                .bind(&meta.created_by)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+        if let Write::RegisterDocument { document_id, meta } = write {
+            sqlx::query(
+                "INSERT INTO documents (id, unit_id, classification, kind, created_by, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(document_id.to_string())
+            .bind(&meta.unit_id)
+            .bind(if meta.classified {
+                "classified"
+            } else {
+                "plain"
+            })
+            .bind(if meta.catalog { "catalog" } else { "record" })
+            .bind(&meta.created_by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let changes: Vec<(&DocumentId, &i64, &Vec<u8>)> = writes
+        .iter()
+        .filter_map(|write| match write {
             Write::AppendChanges {
                 document_id,
                 seq,
                 data,
-            } => {
-                sqlx::query(
-                    "INSERT INTO document_chunks (document_id, seq, kind, data, created_at) \
-                     VALUES ($1, $2, 'changes', $3, $4)",
-                )
-                .bind(document_id.to_string())
-                .bind(seq)
-                .bind(data)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            } => Some((document_id, seq, data)),
+            _ => None,
+        })
+        .collect();
+    for rows in changes.chunks(ROWS_PER_INSERT) {
+        let mut insert = Sql::new(
+            "INSERT INTO document_chunks (document_id, seq, kind, data, created_at) VALUES ",
+        );
+        for (index, (document_id, seq, data)) in rows.iter().enumerate() {
+            if index > 0 {
+                insert.push(", ");
             }
+            insert.bind_list([
+                Arg::from(document_id.to_string()),
+                Arg::from(**seq),
+                Arg::from("changes"),
+                Arg::from((*data).clone()),
+                Arg::from(now),
+            ]);
+        }
+        insert.query().execute(&mut *tx).await?;
+    }
+    for write in writes {
+        match write {
+            Write::RegisterDocument { .. } | Write::AppendChanges { .. } | Write::Audit(_) => {}
             Write::Snapshot {
                 document_id,
                 seq,
@@ -381,53 +401,85 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
                 .execute(&mut *tx)
                 .await?;
             }
-            Write::Audit(entry) => {
-                let (last_seq, last_hash) = match chain.take() {
-                    Some(head) => head,
-                    None => sqlx::query_as::<_, (i64, String)>(
-                        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                    )
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or((0, crate::audit::GENESIS.to_owned())),
-                };
-                let seq = last_seq + 1;
-                let detail = entry.detail.to_string();
-                let hash = crate::audit::hash(
-                    &last_hash,
-                    &crate::audit::Chained {
-                        seq,
-                        at: now,
-                        user_id: entry.user_id.as_deref(),
-                        device_id: entry.device_id.as_deref(),
-                        action: entry.action,
-                        document_id: entry.document_id.as_deref(),
-                        detail: &detail,
-                    },
-                );
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, at, user_id, device_id, action, document_id, \
-                     detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(seq)
-                .bind(now)
-                .bind(entry.user_id.as_deref())
-                .bind(entry.device_id.as_deref())
-                .bind(entry.action)
-                .bind(entry.document_id.as_deref())
-                .bind(&detail)
-                .bind(&last_hash)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
-                chain = Some((seq, hash));
-            }
             Write::Project(projection) => {
                 crate::projection::write(&mut tx, backend, projection, now).await?;
             }
         }
     }
+    let entries: Vec<&crate::audit::Entry> = writes
+        .iter()
+        .filter_map(|write| match write {
+            Write::Audit(entry) => Some(entry),
+            _ => None,
+        })
+        .collect();
+    if !entries.is_empty() {
+        append_audit(&mut tx, &entries, now).await?;
+    }
     tx.commit().await
+}
+
+/// Appends to the hash chain, reading its head once; the transaction's write lock keeps
+/// anyone else from appending in between.
+async fn append_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entries: &[&crate::audit::Entry],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (mut seq, mut prev) = sqlx::query_as::<_, (i64, String)>(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .unwrap_or((0, crate::audit::GENESIS.to_owned()));
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let detail = entry.detail.to_string();
+        let hash = crate::audit::hash(
+            &prev,
+            &crate::audit::Chained {
+                seq,
+                at: now,
+                user_id: entry.user_id.as_deref(),
+                device_id: entry.device_id.as_deref(),
+                action: entry.action,
+                document_id: entry.document_id.as_deref(),
+                detail: &detail,
+            },
+        );
+        rows.push((
+            seq,
+            *entry,
+            detail,
+            std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        ));
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = Sql::new(
+            "INSERT INTO audit_log (seq, at, user_id, device_id, action, document_id, detail, \
+             prev_hash, hash) VALUES ",
+        );
+        for (index, (seq, entry, detail, prev_hash, hash)) in chunk.iter().enumerate() {
+            if index > 0 {
+                insert.push(", ");
+            }
+            insert.bind_list([
+                Arg::from(*seq),
+                Arg::from(now),
+                Arg::from(entry.user_id.clone()),
+                Arg::from(entry.device_id.clone()),
+                Arg::from(entry.action),
+                Arg::from(entry.document_id.clone()),
+                Arg::from(detail.clone()),
+                Arg::from(prev_hash.clone()),
+                Arg::from(hash.clone()),
+            ]);
+        }
+        insert.query().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Delay before retrying a failed commit: doubling from 50 ms, at most 5 s.

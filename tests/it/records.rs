@@ -786,3 +786,72 @@ async fn handovers_are_signed_by_both_sides_and_pending_items_carry_over_until_c
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn records_queries_search_and_audit_work_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::helpers::postgres_settings(dir.path()).await;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    org(&app).await;
+    let device_dir = tempfile::tempdir().unwrap();
+    let incident = report(
+        &app,
+        device_dir.path(),
+        "alice",
+        &json!({"type": "incident", "title": "农民工讨薪事件", "grade": "yellow", "reported_at": 5i64}),
+    )
+    .await;
+    let device = Device::open(device_dir.path()).await.unwrap();
+    let sync = device.start_sync_with(FAST);
+    let log = device
+        .log_call(zhiban_client_core::Call {
+            content: "来电反映工地欠薪".into(),
+            phone: Some("12345".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    device
+        .wait_received(&log, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+
+    let alice = app.login("alice", "desk").await.access_token;
+    let hits = get(
+        &app,
+        &alice,
+        &format!("/api/search?q={}", urlencode("讨薪")),
+    )
+    .await;
+    assert_eq!(ids(&hits, "hits"), vec![incident.to_string()]);
+    let listed = get(&app, &alice, "/api/incidents?grade=yellow").await;
+    assert_eq!(listed["total"], 1);
+    assert_eq!(
+        get(&app, &alice, &format!("/api/incidents/{incident}")).await["title"],
+        "农民工讨薪事件"
+    );
+    let entries = get(&app, &alice, "/api/log").await;
+    assert_eq!(entries[0]["content"], "来电反映工地欠薪");
+    let bob = app.login("bob", "desk").await.access_token;
+    assert!(
+        ids(
+            &get(&app, &bob, &format!("/api/search?q={}", urlencode("讨薪"))).await,
+            "hits"
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        zhiban_server::projection::reproject(
+            &app.pool,
+            zhiban_server::storage::Backend { sqlite: false }
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    assert!(matches!(
+        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        zhiban_server::audit::Verdict::Intact { .. }
+    ));
+}

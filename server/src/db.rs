@@ -143,6 +143,9 @@ impl From<Vec<u8>> for Arg {
 pub struct Sql {
     text: String,
     args: Vec<Arg>,
+    /// `?` placeholders: SQLite binds them by position, without looking each `$n` up by name
+    /// (which costs a scan per parameter in statements with hundreds of them).
+    positional: bool,
 }
 
 impl Sql {
@@ -150,6 +153,15 @@ impl Sql {
         Self {
             text: text.to_owned(),
             args: Vec::new(),
+            positional: false,
+        }
+    }
+
+    /// For statements known to run on SQLite only when `sqlite` is true.
+    pub fn for_backend(text: &str, sqlite: bool) -> Self {
+        Self {
+            positional: sqlite,
+            ..Self::new(text)
         }
     }
 
@@ -160,7 +172,11 @@ impl Sql {
 
     pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
         self.args.push(value.into());
-        self.text.push_str(&format!("${}", self.args.len()));
+        if self.positional {
+            self.text.push('?');
+        } else {
+            self.text.push_str(&format!("${}", self.args.len()));
+        }
         self
     }
 

@@ -49,7 +49,7 @@ impl Default for Settings {
             max_frame_bytes: 16 * 1024 * 1024,
             max_api_body_bytes: 256 * 1024,
             document_idle_secs: 60,
-            snapshot_after_chunks: 64,
+            snapshot_after_chunks: 512,
             keepalive_secs: 30,
             log: "info".into(),
         }

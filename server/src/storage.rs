@@ -414,7 +414,7 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
         })
         .collect();
     if !entries.is_empty() {
-        append_audit(&mut tx, &entries, now).await?;
+        append_audit(&mut tx, &entries, now, backend.sqlite).await?;
     }
     tx.commit().await
 }
@@ -425,6 +425,7 @@ async fn append_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     entries: &[&crate::audit::Entry],
     now: i64,
+    sqlite: bool,
 ) -> Result<(), sqlx::Error> {
     let (mut seq, mut prev) = sqlx::query_as::<_, (i64, String)>(
         "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -457,9 +458,10 @@ async fn append_audit(
         ));
     }
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut insert = Sql::new(
+        let mut insert = Sql::for_backend(
             "INSERT INTO audit_log (seq, at, user_id, device_id, action, document_id, detail, \
              prev_hash, hash) VALUES ",
+            sqlite,
         );
         for (index, (seq, entry, detail, prev_hash, hash)) in chunk.iter().enumerate() {
             if index > 0 {

@@ -55,6 +55,15 @@ impl Device {
         Ok(self.identity().await.ok_or(Error::NotLoggedIn)?.user_id)
     }
 
+    /// The document as JSON, if it is a record of `kind`.
+    async fn record_of(&self, id: &DocumentId, kind: &str) -> Result<Value, Error> {
+        let document = self.get(id).await?;
+        if document.get("type").and_then(Value::as_str) != Some(kind) {
+            return Err(Error::Invalid(format!("{id} is not a {kind}")));
+        }
+        Ok(document)
+    }
+
     /// Logs a call in today's duty log on this device (created on first use), checked like
     /// every record. Returns the duty log's id.
     pub async fn log_call(&self, call: Call) -> Result<DocumentId, Error> {
@@ -121,6 +130,10 @@ impl Device {
     /// Records a leader's instruction (批示) on an incident (D14).
     pub async fn add_instruction(&self, incident: &DocumentId, text: &str) -> Result<(), Error> {
         let by = self.user_id().await?;
+        self.record_of(incident, "incident").await?;
+        if text.trim().is_empty() {
+            return Err(Error::Invalid("an instruction needs its text".into()));
+        }
         let instruction = json!({"by": by, "at": now(), "text": text, "steps": [], "done": false});
         self.append(incident, &["instructions"], &instruction).await
     }
@@ -165,6 +178,12 @@ impl Device {
     pub async fn sign_handover(&self, handover: &DocumentId, incoming: bool) -> Result<(), Error> {
         let by = self.user_id().await?;
         let side = if incoming { "incoming" } else { "outgoing" };
+        let document = self.record_of(handover, "handover").await?;
+        if !document["signatures"][side].is_null() {
+            return Err(Error::Invalid(format!(
+                "the {side} side has already signed"
+            )));
+        }
         self.set_field(
             handover,
             &["signatures", side],
@@ -176,6 +195,22 @@ impl Device {
     /// Closes a pending item of a handover (by its position in `pending`).
     pub async fn close_pending(&self, handover: &DocumentId, position: usize) -> Result<(), Error> {
         let by = self.user_id().await?;
+        let document = self.record_of(handover, "handover").await?;
+        match document["pending"].get(position) {
+            None => {
+                return Err(Error::Invalid(format!(
+                    "the handover has no pending item {}",
+                    position + 1
+                )));
+            }
+            Some(item) if !item["closed_at"].is_null() => {
+                return Err(Error::Invalid(format!(
+                    "pending item {} is already closed",
+                    position + 1
+                )));
+            }
+            Some(_) => {}
+        }
         self.change(handover, move |tx| {
             use automerge::ReadDoc;
             use automerge::transaction::Transactable;
@@ -266,7 +301,8 @@ impl Device {
     pub async fn on_duty(&self, unit: Option<&str>, at: Option<i64>) -> Result<Value, Error> {
         let mut path = String::from("/api/oncall?");
         if let Some(unit) = unit {
-            path.push_str(&format!("unit={unit}&"));
+            let encoded: String = unit.bytes().map(|b| format!("%{b:02X}")).collect();
+            path.push_str(&format!("unit={encoded}&"));
         }
         if let Some(at) = at {
             path.push_str(&format!("at={at}"));

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use zhiban_client_core::Device;
 
 use crate::cli::{login, run, spawn, zhiban};
-use crate::helpers::{TestApp, org, spawn_app};
+use crate::helpers::{get, org, spawn_app};
 
 /// Runs one command to completion: its exit code and its JSON output lines.
 async fn outcome(data_dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
@@ -101,18 +101,6 @@ async fn fetch_until(data_dir: &Path, id: &str, wanted: impl Fn(&Value) -> bool)
             assert!(line.unwrap().is_some(), "the background run ended early");
         }
     }
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
 }
 
 fn texts(list: &Value, key: &str) -> Vec<String> {

@@ -360,6 +360,19 @@ impl RawPeer {
     }
 }
 
+/// GET an API path as `token`; asserts 200 and returns the JSON body.
+pub async fn get(app: &TestApp, token: &str, path: &str) -> serde_json::Value {
+    let response = app
+        .http
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
 /// A document with a few fields set in one change, as a device would create it.
 pub fn new_document(fields: &[(&str, &str)]) -> Automerge {
     use automerge::transaction::Transactable;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use zhiban_client_core::{Backoff, DeliveryStatus, Device, DocumentId};
 
-use crate::helpers::{PASSWORD, TestApp, org, spawn_app};
+use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app};
 
 const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
@@ -40,18 +40,6 @@ async fn report(
     );
     sync.stop().await;
     id
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
 }
 
 fn ids(hits: &Value, list: &str) -> Vec<String> {

@@ -194,6 +194,35 @@ pub(crate) fn people(value: &Value) -> String {
     }
 }
 
+/// A shift as text: its times and kind, then the leader, the officers and any backups.
+pub(crate) fn describe_shift(human: &mut String, heading: &str, shift: &Value, indent: &str) {
+    use std::fmt::Write as _;
+    let time = |key| shift[key].as_i64().map_or_else(|| "?".into(), local_time);
+    let _ = write!(human, "{heading} {} – {}", time("start"), time("end"));
+    if let Some(kind) = shift["kind"].as_str() {
+        let _ = write!(human, " ({kind})");
+    }
+    let _ = write!(human, "\n{indent}leader: {}", person(&shift["leader"]));
+    let _ = write!(human, "\n{indent}officers: {}", people(&shift["officers"]));
+    if !shift["backup_leader"].is_null() {
+        let _ = write!(
+            human,
+            "\n{indent}backup leader: {}",
+            person(&shift["backup_leader"])
+        );
+    }
+    if shift["backup_officers"]
+        .as_array()
+        .is_some_and(|list| !list.is_empty())
+    {
+        let _ = write!(
+            human,
+            "\n{indent}backup officers: {}",
+            people(&shift["backup_officers"])
+        );
+    }
+}
+
 /// A required text that must say something (a report, an instruction, a reason).
 pub(crate) fn non_empty(text: &str, what: &str) -> anyhow::Result<()> {
     if text.trim().is_empty() {

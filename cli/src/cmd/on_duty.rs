@@ -1,12 +1,10 @@
 //! `zhiban on-duty [--unit U] [--at TIME]` — who is on duty now (or at TIME), from the server
 //! (D5): the leader and the officers with their phones, after approved swaps and leaves.
 
-use std::fmt::Write as _;
-
 use clap::Args;
 use serde_json::Value;
 
-use super::{explain_online, local_time, people, person};
+use super::{describe_shift, explain_online};
 use crate::{Context, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -56,30 +54,7 @@ fn render(answer: &Value) -> String {
         if !human.is_empty() {
             human.push('\n');
         }
-        let time = |key| shift[key].as_i64().map_or_else(|| "?".into(), local_time);
-        let _ = write!(human, "shift {} – {}", time("start"), time("end"));
-        if let Some(kind) = shift["kind"].as_str() {
-            let _ = write!(human, " ({kind})");
-        }
-        let _ = write!(human, "\nleader: {}", person(&shift["leader"]));
-        let _ = write!(human, "\nofficers: {}", people(&shift["officers"]));
-        if !shift["backup_leader"].is_null() {
-            let _ = write!(
-                human,
-                "\nbackup leader: {}",
-                person(&shift["backup_leader"])
-            );
-        }
-        if shift["backup_officers"]
-            .as_array()
-            .is_some_and(|list| !list.is_empty())
-        {
-            let _ = write!(
-                human,
-                "\nbackup officers: {}",
-                people(&shift["backup_officers"])
-            );
-        }
+        describe_shift(&mut human, "shift", shift, "");
     }
     human
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use zhiban_client_core::DocumentId;
 
-use super::{explain, local_time, people, person, record_of_kind};
+use super::{describe_shift, explain, person, record_of_kind};
 use crate::{Context, EXIT_OK};
 
 #[derive(Args, Debug)]
@@ -44,35 +44,8 @@ fn render(roster: &Value) -> String {
         human.push_str("\nno shifts");
     }
     for (number, shift) in (1..).zip(shifts) {
-        let time = |key| shift[key].as_i64().map_or_else(|| "?".into(), local_time);
-        let _ = write!(
-            human,
-            "\nshift {number}: {} – {}",
-            time("start"),
-            time("end")
-        );
-        if let Some(kind) = text(shift, "kind") {
-            let _ = write!(human, " ({kind})");
-        }
-        let _ = write!(human, "\n  leader: {}", person(&shift["leader"]));
-        let _ = write!(human, "\n  officers: {}", people(&shift["officers"]));
-        if !shift["backup_leader"].is_null() {
-            let _ = write!(
-                human,
-                "\n  backup leader: {}",
-                person(&shift["backup_leader"])
-            );
-        }
-        if shift["backup_officers"]
-            .as_array()
-            .is_some_and(|list| !list.is_empty())
-        {
-            let _ = write!(
-                human,
-                "\n  backup officers: {}",
-                people(&shift["backup_officers"])
-            );
-        }
+        human.push('\n');
+        describe_shift(&mut human, &format!("shift {number}:"), shift, "  ");
     }
     for (number, request) in (1..).zip(roster["requests"].as_array().into_iter().flatten()) {
         let shift = request["shift"]

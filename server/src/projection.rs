@@ -7,7 +7,7 @@ use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
 use sqlx::Row;
 use zhiban_protocol::DocumentId;
 
-use crate::db::Pool;
+use crate::db::{Arg, Pool, Sql};
 use crate::storage::{Backend, DocumentMeta, Write};
 
 /// The rows one document contributes.
@@ -257,26 +257,35 @@ pub async fn write(
         .execute(&mut **tx)
         .await?;
     if let Some((unit_id, classified, entries)) = &projection.log_entries {
-        for (position, entry) in entries.iter().enumerate() {
-            sqlx::query(
+        let positions: Vec<(usize, &zhiban_records::LogEntry)> =
+            entries.iter().enumerate().collect();
+        for rows in positions.chunks(200) {
+            let mut insert = Sql::for_backend(
                 "INSERT INTO log_entries (document_id, position, unit_id, classified, \
                  received_at, caller_unit, caller_name, phone, content, handling, handler, \
-                 incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&id)
-            .bind(position as i64)
-            .bind(unit_id)
-            .bind(i64::from(*classified))
-            .bind(entry.received_at)
-            .bind(entry.caller_unit.as_deref())
-            .bind(entry.caller_name.as_deref())
-            .bind(entry.phone.as_deref())
-            .bind(&entry.content)
-            .bind(entry.handling.as_deref())
-            .bind(entry.handler.as_deref())
-            .bind(entry.incident.as_deref())
-            .execute(&mut **tx)
-            .await?;
+                 incident) VALUES ",
+                backend.sqlite,
+            );
+            for (index, (position, entry)) in rows.iter().enumerate() {
+                if index > 0 {
+                    insert.push(", ");
+                }
+                insert.bind_list([
+                    Arg::from(id.clone()),
+                    Arg::from(*position as i64),
+                    Arg::from(unit_id.clone()),
+                    Arg::from(i64::from(*classified)),
+                    Arg::from(entry.received_at),
+                    Arg::from(entry.caller_unit.clone()),
+                    Arg::from(entry.caller_name.clone()),
+                    Arg::from(entry.phone.clone()),
+                    Arg::from(entry.content.clone()),
+                    Arg::from(entry.handling.clone()),
+                    Arg::from(entry.handler.clone()),
+                    Arg::from(entry.incident.clone()),
+                ]);
+            }
+            insert.query().execute(&mut **tx).await?;
         }
     }
     write_roster(tx, &id, projection.roster.as_ref()).await?;

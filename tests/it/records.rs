@@ -497,7 +497,7 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
     let zhao = app.login("zhao", "desk").await;
     let alice = app.login("alice", "desk").await;
     let person = |session: &crate::helpers::Session, name: &str, phone: &str| json!({"user_id": session.user_id, "name": name, "phone": phone});
-    // 2026-11-22 20:00 to 2026-11-23 08:00 (UTC+8), then the holiday day shift.
+    // 2026-11-28 20:00 to 2026-11-29 08:00 (UTC+8), then the holiday day shift.
     let night_start = 1_795_867_200_000i64;
     let night_end = night_start + 12 * 3_600_000;
     let day_end = night_end + 12 * 3_600_000;

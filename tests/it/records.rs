@@ -13,12 +13,8 @@ const FAST: Backoff = Backoff {
     max: Duration::from_millis(300),
 };
 
-async fn report(
-    app: &TestApp,
-    dir: &std::path::Path,
-    username: &str,
-    incident: &Value,
-) -> DocumentId {
+/// A device with its own store in `dir`, logged in as `username`.
+async fn logged_in(app: &TestApp, dir: &std::path::Path, username: &str) -> Device {
     let device = Device::open(dir).await.unwrap();
     device
         .login(
@@ -29,6 +25,16 @@ async fn report(
         )
         .await
         .unwrap();
+    device
+}
+
+async fn report(
+    app: &TestApp,
+    dir: &std::path::Path,
+    username: &str,
+    incident: &Value,
+) -> DocumentId {
+    let device = logged_in(app, dir, username).await;
     let sync = device.start_sync_with(FAST);
     let id = device.create(incident).await.unwrap();
     assert_eq!(
@@ -386,16 +392,7 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
     let app = spawn_app().await;
     org(&app).await;
     let dir = tempfile::tempdir().unwrap();
-    let device = Device::open(dir.path()).await.unwrap();
-    device
-        .login(
-            &format!("http://{}", app.address),
-            "alice",
-            PASSWORD,
-            "desk phone",
-        )
-        .await
-        .unwrap();
+    let device = logged_in(&app, dir.path(), "alice").await;
     let sync = device.start_sync_with(FAST);
     let (log, warnings) = device
         .create_record(&json!({
@@ -503,16 +500,7 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
     let day_end = night_end + 12 * 3_600_000;
 
     let dir = tempfile::tempdir().unwrap();
-    let device = Device::open(dir.path()).await.unwrap();
-    device
-        .login(
-            &format!("http://{}", app.address),
-            "alice",
-            PASSWORD,
-            "desk",
-        )
-        .await
-        .unwrap();
+    let device = logged_in(&app, dir.path(), "alice").await;
     let sync = device.start_sync_with(FAST);
     let (roster, warnings) = device
         .create_record(&json!({
@@ -666,18 +654,9 @@ async fn each_incident_shows_its_reporting_against_the_deadlines() {
 async fn handovers_are_signed_by_both_sides_and_pending_items_carry_over_until_closed() {
     let app = spawn_app().await;
     org(&app).await;
-    let server = format!("http://{}", app.address);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let outgoing = Device::open(dir_a.path()).await.unwrap();
-    outgoing
-        .login(&server, "alice", PASSWORD, "desk")
-        .await
-        .unwrap();
-    let incoming = Device::open(dir_b.path()).await.unwrap();
-    incoming
-        .login(&server, "anna", PASSWORD, "desk")
-        .await
-        .unwrap();
+    let outgoing = logged_in(&app, dir_a.path(), "alice").await;
+    let incoming = logged_in(&app, dir_b.path(), "anna").await;
     let (sync_a, sync_b) = (
         outgoing.start_sync_with(FAST),
         incoming.start_sync_with(FAST),

@@ -275,6 +275,11 @@ impl Device {
                 Some((_, request)) => request,
                 None => return Err(automerge::AutomergeError::InvalidIndex(position)),
             };
+            // The server trusts a decision by the actor that wrote `status` (this device's,
+            // bound to this user), and Automerge skips a put of the value already there, so
+            // the old value is deleted first: this write is ours even if somebody else had
+            // already typed "approved".
+            tx.delete(&request, "status")?;
             tx.put(
                 &request,
                 "status",

@@ -149,7 +149,8 @@ pub struct Device {
 
 struct Inner {
     store: Store,
-    actor: ActorId,
+    /// Replaced when another user logs in on this device (see [`Device::login`]).
+    actor: std::sync::RwLock<ActorId>,
     documents: Mutex<HashMap<DocumentId, Held>>,
     session: session::Session,
     /// Documents changed locally since the sync connection last looked.
@@ -193,7 +194,7 @@ impl Device {
         Ok(Device {
             inner: Arc::new(Inner {
                 store,
-                actor,
+                actor: std::sync::RwLock::new(actor),
                 documents: Mutex::new(documents),
                 session,
                 dirty: std::sync::Mutex::new(HashSet::new()),
@@ -235,10 +236,39 @@ impl Device {
         password: &str,
         device_name: &str,
     ) -> Result<Identity, Error> {
-        self.inner
+        let identity = self
+            .inner
             .session
             .login(server_url, username, password, device_name)
-            .await
+            .await?;
+        self.own_actor(&identity.user_id).await?;
+        Ok(identity)
+    }
+
+    /// The server attributes every change to the user its actor is bound to, so a second user
+    /// of a shared tablet writes with an actor of their own.
+    async fn own_actor(&self, user_id: &str) -> Result<(), Error> {
+        let store = &self.inner.store;
+        match store.setting("actor_user").await? {
+            Some(owner) if owner == user_id => Ok(()),
+            None => store.set_setting("actor_user", user_id).await,
+            Some(_) => {
+                let actor = ActorId::random();
+                store
+                    .set_setting("actor_id", &actor.to_hex_string())
+                    .await?;
+                store.set_setting("actor_user", user_id).await?;
+                *self.inner.actor.write().expect("actor lock") = actor.clone();
+                for held in self.inner.documents.lock().await.values_mut() {
+                    held.doc.set_actor(actor.clone());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn actor(&self) -> ActorId {
+        self.inner.actor.read().expect("actor lock").clone()
     }
 
     /// Who this device is logged in as, if anyone.
@@ -266,7 +296,7 @@ impl Device {
             .as_object()
             .ok_or_else(|| Error::Invalid("a document is a JSON object".into()))?;
         let id = DocumentId::random();
-        let mut doc = Automerge::new().with_actor(self.inner.actor.clone());
+        let mut doc = Automerge::new().with_actor(self.actor());
         doc.transact::<_, _, automerge::AutomergeError>(|tx| {
             for (key, value) in fields {
                 json::put(tx, &automerge::ROOT, key, value)?;
@@ -394,7 +424,7 @@ impl Device {
                     stored.chunks,
                     stored.server_state,
                     stored.server_heads,
-                    &self.inner.actor,
+                    &self.actor(),
                 )?;
                 return Err(error);
             }

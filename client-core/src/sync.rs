@@ -339,7 +339,7 @@ impl Connection<'_> {
                 documents.insert(
                     *id,
                     Held {
-                        doc: Automerge::new().with_actor(self.device.inner.actor.clone()),
+                        doc: Automerge::new().with_actor(self.device.actor()),
                         last_chunk: 0,
                         server_state: SyncState::new(),
                         server_heads: Vec::new(),
@@ -512,7 +512,7 @@ impl Connection<'_> {
                             stored.chunks,
                             stored.server_state,
                             stored.server_heads,
-                            &self.device.inner.actor,
+                            &self.device.actor(),
                         )?,
                     );
                     picked.push(id);

@@ -65,6 +65,9 @@ pub enum ReportKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instruction {
     pub by: Option<String>,
+    /// The user the instruction is addressed to, who is alerted (D14, D23).
+    #[serde(default)]
+    pub to: Option<String>,
     pub at: i64,
     pub text: String,
     #[serde(default)]

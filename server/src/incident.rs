@@ -53,6 +53,22 @@ struct IncidentView {
     problems: serde_json::Value,
     /// Reporting against its deadlines, as of the request (D11–D13).
     timeliness: zhiban_records::Timeliness,
+    /// Only in the single-incident view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instructions: Option<Vec<InstructionView>>,
+}
+
+/// A leader's instruction (D14). `verified`: written from a device of the leader it names,
+/// who holds a leader's (or admin's) role; otherwise it is only text somebody typed.
+#[derive(Serialize)]
+struct InstructionView {
+    by: Option<String>,
+    to: Option<String>,
+    at: i64,
+    text: String,
+    steps: i64,
+    done: bool,
+    verified: bool,
 }
 
 #[derive(Serialize)]
@@ -159,7 +175,33 @@ async fn one(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(AppError::NotFound("no such incident"))?;
-    Ok(Json(view(&row)?))
+    let mut incident = view(&row)?;
+    let rows = sqlx::query(
+        "SELECT i.by_user, i.to_user, i.at, i.text, i.steps, i.done, \
+         CAST(CASE WHEN u.id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS verified FROM instructions i \
+         LEFT JOIN actors a ON a.actor_id = i.by_actor AND a.user_id = i.by_user \
+         LEFT JOIN users u ON u.id = a.user_id AND u.role IN ('leader', 'admin') \
+         WHERE i.document_id = $1 ORDER BY i.position",
+    )
+    .bind(&incident.document_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let instructions = rows
+        .iter()
+        .map(|row| {
+            Ok(InstructionView {
+                by: row.try_get("by_user")?,
+                to: row.try_get("to_user")?,
+                at: row.try_get("at")?,
+                text: row.try_get("text")?,
+                steps: row.try_get("steps")?,
+                done: row.try_get::<i64, _>("done")? != 0,
+                verified: row.try_get::<i64, _>("verified")? != 0,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    incident.instructions = Some(instructions);
+    Ok(Json(incident))
 }
 
 fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
@@ -187,5 +229,6 @@ fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
         reported_at: row.try_get("reported_at")?,
         warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?).unwrap_or_default(),
         problems: serde_json::from_str(&row.try_get::<String, _>("problems")?).unwrap_or_default(),
+        instructions: None,
     })
 }

@@ -21,6 +21,14 @@ pub struct Projection {
     pub roster: Option<(String, bool, zhiban_records::Roster)>,
     /// For a handover: the handover, with its unit and class.
     pub handover: Option<(String, bool, zhiban_records::Handover)>,
+    /// For a roster: per request, the actor that wrote its current status.
+    pub deciders: Vec<Option<String>>,
+    /// For an incident: its leaders' instructions (D14).
+    pub instructions: Vec<InstructionRow>,
+    /// For a daily or zero report (D15).
+    pub daily_report: Option<(String, bool, zhiban_records::DailyReport)>,
+    /// For a document register (D8): its entries.
+    pub register: Option<(String, bool, Vec<zhiban_records::RegisteredDocument>)>,
     /// Every text of the record, for search.
     pub search_text: String,
 }
@@ -44,6 +52,19 @@ pub struct Incident {
     pub warnings: Vec<String>,
     /// Structural faults: the record is stored but flagged.
     pub problems: Vec<String>,
+}
+
+/// An instruction, and the actor that wrote its `by`: it counts as the leader's only if that
+/// actor is bound to that leader (see `sync::authorship`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstructionRow {
+    pub by_user: Option<String>,
+    pub by_actor: Option<String>,
+    pub to_user: Option<String>,
+    pub at: i64,
+    pub text: String,
+    pub steps: usize,
+    pub done: bool,
 }
 
 /// Keys whose values are identifiers, not text anyone searches for.
@@ -122,17 +143,53 @@ pub fn project(
         tracing::warn!(%document_id, problems = ?checked.errors, "record stored but flagged");
     }
     let (mut log_entries, mut roster, mut handover) = (None, None, None);
+    let (mut deciders, mut instructions) = (Vec::new(), Vec::new());
+    let (mut daily_report, mut register) = (None, None);
+    let class = || (meta.unit_id.clone(), meta.classified);
     match checked.record {
+        Some(zhiban_records::Record::Incident(incident)) => {
+            instructions = incident
+                .instructions
+                .iter()
+                .enumerate()
+                .map(|(position, instruction)| InstructionRow {
+                    by_user: instruction.by.clone(),
+                    by_actor: element(doc, "instructions", position)
+                        .and_then(|item| writer(doc, &item, "by")),
+                    to_user: instruction.to.clone(),
+                    at: instruction.at,
+                    text: instruction.text.clone(),
+                    steps: instruction.steps.len(),
+                    done: instruction.done,
+                })
+                .collect();
+        }
         Some(zhiban_records::Record::DutyLog(log)) => {
-            log_entries = Some((meta.unit_id.clone(), meta.classified, log.entries));
+            let (unit_id, classified) = class();
+            log_entries = Some((unit_id, classified, log.entries));
         }
         Some(zhiban_records::Record::Roster(written)) => {
-            roster = Some((meta.unit_id.clone(), meta.classified, written));
+            deciders = (0..written.requests.len())
+                .map(|position| {
+                    element(doc, "requests", position).and_then(|item| writer(doc, &item, "status"))
+                })
+                .collect();
+            let (unit_id, classified) = class();
+            roster = Some((unit_id, classified, written));
         }
         Some(zhiban_records::Record::Handover(written)) => {
-            handover = Some((meta.unit_id.clone(), meta.classified, written));
+            let (unit_id, classified) = class();
+            handover = Some((unit_id, classified, written));
         }
-        _ => {}
+        Some(zhiban_records::Record::DailyReport(report)) => {
+            let (unit_id, classified) = class();
+            daily_report = Some((unit_id, classified, report));
+        }
+        Some(zhiban_records::Record::DocumentRegister(written)) => {
+            let (unit_id, classified) = class();
+            register = Some((unit_id, classified, written.entries));
+        }
+        None => {}
     }
     let mut search_text = String::new();
     collect_text(doc, &automerge::ROOT, &mut search_text);
@@ -142,8 +199,30 @@ pub fn project(
         log_entries,
         roster,
         handover,
+        deciders,
+        instructions,
+        daily_report,
+        register,
         search_text,
     })
+}
+
+/// The object at `list[position]` under the root.
+fn element(doc: &Automerge, list: &str, position: usize) -> Option<ObjId> {
+    let (_, list) = doc.get(automerge::ROOT, list).ok()??;
+    match doc.get(&list, position).ok()?? {
+        (Value::Object(_), item) => Some(item),
+        _ => None,
+    }
+}
+
+/// The actor (hex) of the operation that wrote the current value of `object.key`: who wrote
+/// it, as opposed to whose name it holds.
+fn writer(doc: &Automerge, object: &ObjId, key: &str) -> Option<String> {
+    match doc.get(object, key).ok()?? {
+        (_, ObjId::Id(_, actor, _)) => Some(actor.to_hex_string()),
+        (_, ObjId::Root) => None,
+    }
 }
 
 /// A root field as text, whether stored as a plain string or as collaborative text (what the
@@ -288,8 +367,10 @@ pub async fn write(
             insert.query().execute(&mut **tx).await?;
         }
     }
-    write_roster(tx, &id, projection.roster.as_ref()).await?;
+    write_roster(tx, &id, projection.roster.as_ref(), &projection.deciders).await?;
     write_handover(tx, &id, projection.handover.as_ref(), now).await?;
+    write_instructions(tx, &id, projection).await?;
+    write_reports(tx, &id, projection).await?;
     if backend.sqlite {
         sqlx::query(
             "INSERT INTO search_documents (document_id) VALUES ($1) \
@@ -329,6 +410,7 @@ async fn write_roster(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
     roster: Option<&(String, bool, zhiban_records::Roster)>,
+    deciders: &[Option<String>],
 ) -> Result<(), sqlx::Error> {
     for table in ["shifts", "shift_requests"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -364,8 +446,8 @@ async fn write_roster(
     for (position, request) in roster.requests.iter().enumerate() {
         sqlx::query(
             "INSERT INTO shift_requests (document_id, position, shift_position, kind, requester, \
-             substitute, status, decided_by, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             substitute, status, decided_by, decided_at, decided_actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(position as i64)
@@ -376,6 +458,7 @@ async fn write_roster(
         .bind(&request.status)
         .bind(request.decided_by.as_deref())
         .bind(request.decided_at)
+        .bind(deciders.get(position).cloned().flatten())
         .execute(&mut **tx)
         .await?;
     }
@@ -425,6 +508,92 @@ async fn write_handover(
     .bind(now)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+async fn write_instructions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    projection: &Projection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM instructions WHERE document_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let Some(incident) = &projection.incident else {
+        return Ok(());
+    };
+    for (position, row) in projection.instructions.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO instructions (document_id, position, unit_id, classified, by_user, \
+             by_actor, to_user, at, text, steps, done) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(id)
+        .bind(position as i64)
+        .bind(&incident.unit_id)
+        .bind(i64::from(incident.classified))
+        .bind(row.by_user.as_deref())
+        .bind(row.by_actor.as_deref())
+        .bind(row.to_user.as_deref())
+        .bind(row.at)
+        .bind(&row.text)
+        .bind(row.steps as i64)
+        .bind(i64::from(row.done))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_reports(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    projection: &Projection,
+) -> Result<(), sqlx::Error> {
+    for table in ["daily_reports", "register_entries"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE document_id = $1"
+        )))
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some((unit_id, classified, report)) = &projection.daily_report {
+        sqlx::query(
+            "INSERT INTO daily_reports (document_id, unit_id, classified, day, zero, \
+             holiday_summary, submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(unit_id)
+        .bind(i64::from(*classified))
+        .bind(&report.date)
+        .bind(i64::from(report.zero))
+        .bind(i64::from(report.holiday_summary))
+        .bind(report.submitted_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some((unit_id, classified, entries)) = &projection.register {
+        for (position, entry) in entries.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO register_entries (document_id, position, unit_id, classified, \
+                 received_at, sender, title, routed_to, done) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(unit_id)
+            .bind(i64::from(*classified))
+            .bind(entry.received_at)
+            .bind(&entry.from)
+            .bind(&entry.title)
+            .bind(entry.routed_to.as_deref())
+            .bind(i64::from(entry.done))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     Ok(())
 }
 

@@ -98,11 +98,13 @@ async fn oncall(
             backup_officers: parse("backup_officers")?,
             roster: roster.clone(),
         };
-        // Only a leader (or admin) of the unit can approve; an approval written by anyone
-        // else is ignored here, whatever the document says.
+        // Only a leader (or admin) of the unit can approve, from their own device (the actor
+        // that wrote the status is theirs); any other approval is ignored here, whatever the
+        // document says.
         let approved = sqlx::query(
             "SELECT r.requester, r.substitute FROM shift_requests r \
-             JOIN users u ON u.id = r.decided_by \
+             JOIN actors a ON a.actor_id = r.decided_actor AND a.user_id = r.decided_by \
+             JOIN users u ON u.id = a.user_id \
              WHERE r.document_id = $1 AND r.shift_position = $2 AND r.status = 'approved' \
              AND r.substitute IS NOT NULL AND u.unit_id = $3 AND u.role IN ('leader', 'admin') \
              ORDER BY r.position",

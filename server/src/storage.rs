@@ -49,6 +49,12 @@ pub enum Write {
     Audit(crate::audit::Entry),
     /// The document's queryable rows, replaced.
     Project(Box<crate::projection::Projection>),
+    /// An Automerge actor seen for the first time, bound to the user who delivered it.
+    BindActor {
+        actor_id: String,
+        user_id: String,
+        device_id: String,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -403,6 +409,22 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
             }
             Write::Project(projection) => {
                 crate::projection::write(&mut tx, backend, projection, now).await?;
+            }
+            Write::BindActor {
+                actor_id,
+                user_id,
+                device_id,
+            } => {
+                sqlx::query(
+                    "INSERT INTO actors (actor_id, user_id, device_id, first_seen_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (actor_id) DO NOTHING",
+                )
+                .bind(actor_id)
+                .bind(user_id)
+                .bind(device_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             }
         }
     }

@@ -373,3 +373,45 @@ async fn a_new_device_pulls_what_its_unit_already_has() {
     sync_c.stop().await;
     let _ = TestApp::url;
 }
+
+#[tokio::test]
+async fn a_second_user_on_a_shared_tablet_writes_in_their_own_name() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(test_settings(server_dir.path())).await;
+    org(&app).await;
+    let server = format!("http://{}", app.address);
+    let tablet = tempfile::tempdir().unwrap();
+
+    let first = device(tablet.path(), &server, "alice").await;
+    let sync = first.start_sync_with(FAST);
+    let id = first
+        .create(&json!({"title": "水管爆裂", "status": "open"}))
+        .await
+        .unwrap();
+    first
+        .wait_received(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+    drop(first);
+
+    // Anna takes over the tablet; her edit is hers, not refused as a change in Alice's name.
+    let second = device(tablet.path(), &server, "anna").await;
+    let sync = second.start_sync_with(FAST);
+    second
+        .set_field(&id, &["status"], &json!("repaired"))
+        .await
+        .unwrap();
+    second
+        .wait_received(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+    let writers: Vec<String> = sqlx::query_scalar(
+        "SELECT u.username FROM actors a JOIN users u ON u.id = a.user_id ORDER BY u.username",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(writers, ["alice", "anna"]);
+}

@@ -567,32 +567,51 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
             .is_empty()
     );
 
-    let decide = |by: String| {
-        let device = device.clone();
-        async move {
-            device
-                .change(&roster, move |tx| {
-                    let requests = tx.get(automerge::ROOT, "requests")?.unwrap().1;
-                    let request = tx.get(&requests, 0)?.unwrap().1;
-                    tx.put(&request, "status", "approved")?;
-                    tx.put(&request, "decided_by", by.as_str())?;
-                    Ok(())
-                })
-                .await
-                .unwrap();
-            device
-                .wait_received(&roster, Duration::from_secs(20))
-                .await
-                .unwrap();
-        }
+    let decide = |device: Device, by: String| async move {
+        device
+            .change(&roster, move |tx| {
+                let requests = tx.get(automerge::ROOT, "requests")?.unwrap().1;
+                let request = tx.get(&requests, 0)?.unwrap().1;
+                tx.put(&request, "status", "approved")?;
+                tx.put(&request, "decided_by", by.as_str())?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        device
+            .wait_received(&roster, Duration::from_secs(20))
+            .await
+            .unwrap();
     };
-    // An officer writing "approved" is not an approval.
-    decide(alice.user_id.clone()).await;
+    // An officer writing "approved" is not an approval, in her name or in the leader's: the
+    // server knows whose device wrote it.
+    decide(device.clone(), alice.user_id.clone()).await;
     assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
-    // The leader's is: the substitute is on duty.
-    decide(leader.user_id.clone()).await;
-    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["赵"]);
+    decide(device.clone(), leader.user_id.clone()).await;
+    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
     sync.stop().await;
+    // The leader's approval from his own tablet is: the substitute is on duty.
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader_device = logged_in(&app, leader_dir.path(), "cleared").await;
+    let leader_sync = leader_device.start_sync_with(FAST);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while leader_device.get(&roster).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the roster reaches the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    leader_device
+        .decide_request(&roster, 0, true)
+        .await
+        .unwrap();
+    leader_device
+        .wait_received(&roster, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["赵"]);
+    leader_sync.stop().await;
 
     // The superior office may ask; a sibling unit may not.
     let district = app.login("district", "desk").await.access_token;
@@ -821,4 +840,124 @@ async fn records_queries_search_and_audit_work_on_postgres() {
         zhiban_server::audit::verify(&app.pool).await.unwrap(),
         zhiban_server::audit::Verdict::Intact { .. }
     ));
+}
+
+#[tokio::test]
+async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_alike() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = logged_in(&app, leader_dir.path(), "cleared").await;
+    let leader_sync = leader.start_sync_with(FAST);
+    let (incident, _) = leader
+        .create_record(&json!({
+            "type": "incident", "title": "化工厂泄漏", "category": "accident", "level": "II",
+            "grade": "red", "known_at": 1_700_000_000_000i64, "location": "开发区",
+            "casualties": "none", "measures": "evacuated", "reported_by": "alice",
+            "reported_at": 1_700_000_100_000i64,
+        }))
+        .await
+        .unwrap();
+    leader
+        .add_instruction(&incident, "立即组织疏散，每小时报告")
+        .await
+        .unwrap();
+    leader
+        .wait_received(&incident, Duration::from_secs(20))
+        .await
+        .unwrap();
+    leader_sync.stop().await;
+
+    // An officer types an "instruction" in the leader's name: it is kept, but not as his.
+    let officer_dir = tempfile::tempdir().unwrap();
+    let officer = logged_in(&app, officer_dir.path(), "alice").await;
+    let officer_sync = officer.start_sync_with(FAST);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while officer.get(&incident).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the incident arrives");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader_id = app.login("cleared", "desk").await.user_id;
+    officer
+        .append(
+            &incident,
+            &["instructions"],
+            &json!({"by": leader_id, "at": 1_700_000_200_000i64, "text": "可以撤离了", "steps": [], "done": false}),
+        )
+        .await
+        .unwrap();
+    let (report, _) = officer
+        .create_record(&json!({
+            "type": "daily_report", "date": "2026-10-03", "zero": true, "submitted_at": 1_700_000_300_000i64,
+        }))
+        .await
+        .unwrap();
+    let (register, warnings) = officer
+        .create_record(&json!({
+            "type": "document_register",
+            "entries": [
+                {"received_at": 1_700_000_400_000i64, "from": "市应急局", "title": "关于做好国庆值班工作的通知", "routed_to": leader_id},
+                {"received_at": 1_700_000_500_000i64, "from": "区政府办", "title": "防汛通知"},
+            ],
+        }))
+        .await
+        .unwrap();
+    assert_eq!(warnings, vec!["document 2 is not yet routed to a leader"]);
+    for id in [&incident, &report, &register] {
+        officer
+            .wait_received(id, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    officer_sync.stop().await;
+
+    let token = app.login("alice", "desk").await.access_token;
+    let detail = get(&app, &token, &format!("/api/incidents/{incident}")).await;
+    let instructions = detail["instructions"].as_array().unwrap();
+    assert_eq!(instructions.len(), 2, "{detail}");
+    assert_eq!(instructions[0]["text"], "立即组织疏散，每小时报告");
+    assert_eq!(instructions[0]["by"], leader_id.as_str());
+    assert_eq!(instructions[0]["verified"], true);
+    assert_eq!(instructions[1]["by"], leader_id.as_str());
+    assert_eq!(instructions[1]["verified"], false, "typed by an officer");
+
+    let rows = || async {
+        let mut rows: Vec<String> = Vec::new();
+        for query in [
+            "SELECT document_id || '|' || position || '|' || COALESCE(by_user, '') || '|' || \
+             COALESCE(by_actor, '') || '|' || text || '|' || steps || '|' || done FROM instructions",
+            "SELECT document_id || '|' || unit_id || '|' || day || '|' || zero || '|' || \
+             COALESCE(submitted_at, 0) FROM daily_reports",
+            "SELECT document_id || '|' || position || '|' || sender || '|' || title || '|' || \
+             COALESCE(routed_to, '') || '|' || done FROM register_entries",
+        ] {
+            let mut found: Vec<String> = sqlx::query_scalar(query)
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+            found.sort();
+            rows.append(&mut found);
+        }
+        rows
+    };
+    let before = rows().await;
+    assert_eq!(before.len(), 2 + 1 + 2, "{before:#?}");
+    assert!(
+        before
+            .iter()
+            .any(|row| row.ends_with("|2026-10-03|1|1700000300000"))
+    );
+    for table in ["instructions", "daily_reports", "register_entries"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    zhiban_server::projection::reproject(
+        &app.pool,
+        zhiban_server::storage::Backend { sqlite: true },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows().await, before);
 }

@@ -285,6 +285,41 @@ async fn a_document_cannot_be_created_in_or_moved_to_another_unit() {
 }
 
 #[tokio::test]
+async fn a_change_in_another_users_name_is_refused_and_nothing_of_it_is_stored() {
+    let app = spawn_app().await;
+    let org = org(&app).await;
+    let mut leader = app.peer("cleared").await;
+    let id = DocumentId::random();
+    let mut doc = new_document(&[("unit", &org.unit_a), ("title", "road closed")]);
+    assert!(leader.sync(id, &mut doc).await.unwrap());
+    let leader_actor = doc.get_actor().clone();
+
+    // Alice reads the document, so she knows the leader's actor id, and writes as him.
+    let mut alice = app.peer("alice").await;
+    let mut copy = Automerge::new();
+    assert!(alice.sync(id, &mut copy).await.unwrap());
+    copy.set_actor(leader_actor);
+    edit(&mut copy, "instruction", "approved by the leader");
+    let error = alice.sync(id, &mut copy).await.unwrap_err().to_string();
+    assert!(error.contains("another user"), "{error}");
+
+    // The server kept nothing of it and still serves the document and the leader.
+    let mut reader = Automerge::new();
+    let mut anna = app.peer("anna").await;
+    assert!(anna.sync(id, &mut reader).await.unwrap());
+    assert_eq!(reader.get_heads(), doc.get_heads());
+    assert_eq!(text(&reader, "instruction"), None);
+    edit(&mut doc, "title", "road reopened");
+    assert!(leader.sync(id, &mut doc).await.unwrap());
+    let refused: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'sync.refused'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(refused, 1);
+}
+
+#[tokio::test]
 async fn a_disconnecting_peer_leaves_its_sync_state_behind() {
     let app = spawn_app().await;
     org(&app).await;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ChangeHash, ObjType, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, ObjType, ReadDoc};
 use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
 
@@ -172,6 +172,8 @@ struct DocumentActor {
     creator: Option<Arc<Peer>>,
     /// Who brought which changes this round, for the audit trail (D19).
     authors: Vec<(Arc<Peer>, Vec<String>)>,
+    /// Actors first seen this round, bound to the peer's user when the round commits.
+    new_actors: Vec<(ActorId, Arc<Peer>)>,
 }
 
 impl DocumentActor {
@@ -189,6 +191,7 @@ impl DocumentActor {
             subscribers: HashMap::new(),
             creator: None,
             authors: Vec::new(),
+            new_actors: Vec::new(),
         }
     }
 
@@ -473,13 +476,21 @@ impl DocumentActor {
             });
             return;
         }
-        subscriber.needs_reply = true;
-        let brought: Vec<String> = self
-            .document
-            .get_changes(&before)
+        let brought = self.document.get_changes_meta(&before);
+        let actors: Vec<ActorId> = brought
             .iter()
-            .map(|change| change.hash().to_string())
+            .map(|change| change.actor.as_ref().clone())
             .collect();
+        let brought: Vec<String> = brought
+            .iter()
+            .map(|change| change.hash.to_string())
+            .collect();
+        if let Err(reason) = self.check_authorship(&peer, actors).await {
+            return self.refuse_forgery(&peer, &before, reason);
+        }
+        if let Some(subscriber) = self.subscribers.get_mut(&connection_id) {
+            subscriber.needs_reply = true;
+        }
         if brought.is_empty() {
             return;
         }
@@ -487,6 +498,72 @@ impl DocumentActor {
             self.creator = Some(peer.clone());
         }
         self.authors.push((peer, brought));
+    }
+
+    /// Checks that every actor in `actors` belongs to the peer's user, or is new (see
+    /// `authorship`); new ones are bound when the round commits.
+    async fn check_authorship(
+        &mut self,
+        peer: &Arc<Peer>,
+        mut actors: Vec<ActorId>,
+    ) -> Result<(), String> {
+        actors.sort();
+        actors.dedup();
+        let user = &peer.identity.user_id;
+        let mut unseen = Vec::new();
+        for actor in actors {
+            let owner = match self.new_actors.iter().find(|(seen, _)| *seen == actor) {
+                Some((_, first)) => Some(first.identity.user_id.clone()),
+                None => self
+                    .state
+                    .authors
+                    .owner(&self.state.pool, &actor)
+                    .await
+                    .map_err(|error| format!("cannot check who wrote the changes: {error}"))?,
+            };
+            match owner {
+                Some(owner) if owner == *user => {}
+                Some(_) => {
+                    return Err(format!(
+                        "changes by actor {actor} were written by another user"
+                    ));
+                }
+                None => unseen.push((actor, peer.clone())),
+            }
+        }
+        self.new_actors.extend(unseen);
+        Ok(())
+    }
+
+    /// Takes back a message's changes: the document returns to `before` (which still holds
+    /// this round's other changes) and the peer's sync state starts over.
+    fn refuse_forgery(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String) {
+        tracing::warn!(peer = %peer.peer_id, %reason, "changes refused");
+        match self.document.fork_at(before) {
+            Ok(mut document) => {
+                document.set_actor(self.document.get_actor().clone());
+                self.document = document;
+            }
+            Err(error) => {
+                // Cannot happen for heads the document had a moment ago; if it does, dropping
+                // the document's actor reloads it from what is committed.
+                tracing::error!(%error, "cannot roll back refused changes");
+            }
+        }
+        if let Some(subscriber) = self.subscribers.get_mut(&peer.connection_id) {
+            let read_only = subscriber.state.read_only;
+            subscriber.state = sync::State::new();
+            subscriber.state.read_only = read_only;
+        }
+        self.state.storage.submit(vec![Write::Audit(
+            audit::Entry::new("sync.refused")
+                .by(&peer.identity.user_id, Some(&peer.identity.device_id))
+                .document(self.document_id)
+                .detail(json!({"reason": reason})),
+        )]);
+        peer.send(&Message::Error {
+            message: format!("changes to {} refused: {reason}", self.document_id),
+        });
     }
 
     async fn initial_sync_state(&self, peer: &Peer, access: Option<Access>) -> sync::State {
@@ -563,6 +640,18 @@ impl DocumentActor {
             {
                 writes.push(Write::Project(Box::new(rows)));
             }
+            let bound: Vec<(ActorId, String)> = self
+                .new_actors
+                .drain(..)
+                .map(|(actor, peer)| {
+                    writes.push(Write::BindActor {
+                        actor_id: actor.to_hex_string(),
+                        user_id: peer.identity.user_id.clone(),
+                        device_id: peer.identity.device_id.clone(),
+                    });
+                    (actor, peer.identity.user_id.clone())
+                })
+                .collect();
             for (peer, changes) in self.authors.drain(..) {
                 writes.push(Write::Audit(
                     audit::Entry::new("sync.change")
@@ -586,6 +675,9 @@ impl DocumentActor {
             }
             let snapshot = matches!(writes.last(), Some(Write::Snapshot { .. }));
             self.commit(writes).await;
+            for (actor, user_id) in bound {
+                self.state.authors.remember(actor, user_id);
+            }
             self.next_seq += 1;
             self.chunks_since_snapshot = if snapshot {
                 0
@@ -605,6 +697,7 @@ impl DocumentActor {
             }
         }
         self.authors.clear();
+        self.new_actors.clear();
         let server_peer_id = &self.state.server_peer_id;
         for subscriber in self.subscribers.values_mut() {
             if !(changed || subscriber.needs_reply) {
@@ -692,6 +785,7 @@ impl DocumentActor {
         }
         self.state.storage.submit(vec![Write::Audit(entry)]);
         self.authors.clear();
+        self.new_actors.clear();
         for subscriber in std::mem::take(&mut self.subscribers).into_values() {
             subscriber.peer.send(&Message::Error {
                 message: format!("document {} refused: {reason}", self.document_id),

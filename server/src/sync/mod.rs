@@ -2,6 +2,7 @@
 //! binds the connection to the `user:device` peer id; each document message is handed to that
 //! document's actor (`document`), which decides what the peer may see.
 
+pub mod authorship;
 mod document;
 mod peer;
 
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use zhiban_protocol::{DecodeError, DocumentId, Message, PROTOCOL_VERSION, PeerMetadata};
 
+pub use authorship::Authors;
 use document::Command;
 pub use document::Documents;
 pub use peer::Connections;

@@ -11,6 +11,7 @@ mod handover;
 mod incident;
 mod log;
 pub mod projection;
+pub mod push;
 mod roster;
 mod search;
 pub mod settings;
@@ -49,6 +50,10 @@ pub struct Inner {
     pub storage: storage::Storage,
     pub documents: sync::Documents,
     pub connections: sync::Connections,
+    /// Which user each Automerge actor belongs to.
+    pub authors: sync::Authors,
+    /// Web Push: the VAPID key and the one shared HTTP client.
+    pub push: push::Sender,
     /// This node's peer id in `peer` handshakes and `sync` messages.
     pub server_peer_id: PeerId,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -76,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(handover::routes())
         .merge(roster::routes())
         .merge(search::routes())
+        .merge(push::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -105,6 +111,7 @@ pub async fn launch(
     let backend = storage::Backend {
         sqlite: settings.database_url().starts_with("sqlite"),
     };
+    let push = push::Sender::new(&push::load_vapid_key(&pool).await?)?;
     let (storage, writer) = storage::Storage::spawn(pool.clone(), backend);
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
@@ -113,6 +120,8 @@ pub async fn launch(
         storage,
         documents: sync::Documents::default(),
         connections: sync::Connections::default(),
+        authors: sync::Authors::default(),
+        push,
         server_peer_id: PeerId::new(format!("zhiban-server-{}", uuid::Uuid::now_v7())),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

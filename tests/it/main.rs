@@ -13,6 +13,10 @@ mod helpers;
 mod interop;
 #[path = "../support/js_peer.rs"]
 mod js_peer;
+mod push_api;
+mod push_receiver;
+#[path = "../support/push_receiver.rs"]
+mod push_receiver_support;
 mod records;
 mod relay;
 #[path = "../support/samod_peer.rs"]

@@ -56,6 +56,10 @@ struct IncidentView {
     /// Only in the single-incident view.
     #[serde(skip_serializing_if = "Option::is_none")]
     instructions: Option<Vec<InstructionView>>,
+    /// Only in the single-incident view: its alerts' every step, push, receipt and
+    /// acknowledgement (D23).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Vec<serde_json::Value>>,
 }
 
 /// A leader's instruction (D14). `verified`: written from a device of the leader it names,
@@ -146,7 +150,11 @@ async fn list(
         .push(" OFFSET ")
         .bind(offset);
     let rows = query.query().fetch_all(&state.pool).await?;
-    let incidents = rows.iter().map(view).collect::<Result<_, sqlx::Error>>()?;
+    let now = state.clock.now_ms();
+    let incidents = rows
+        .iter()
+        .map(|row| view(row, now))
+        .collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(Page { incidents, total }))
 }
 
@@ -175,7 +183,7 @@ async fn one(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(AppError::NotFound("no such incident"))?;
-    let mut incident = view(&row)?;
+    let mut incident = view(&row, state.clock.now_ms())?;
     let rows = sqlx::query(
         "SELECT i.by_user, i.to_user, i.at, i.text, i.steps, i.done, \
          CAST(CASE WHEN u.id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS verified FROM instructions i \
@@ -201,10 +209,12 @@ async fn one(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     incident.instructions = Some(instructions);
+    incident.timeline =
+        Some(crate::alerts::timeline_of(&state, "document_id", &incident.document_id).await?);
     Ok(Json(incident))
 }
 
-fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
+fn view(row: &sqlx::any::AnyRow, now: i64) -> Result<IncidentView, sqlx::Error> {
     let follow_ups: Vec<i64> =
         serde_json::from_str(&row.try_get::<String, _>("follow_ups")?).unwrap_or_default();
     let timeliness = zhiban_records::Timeliness::of(
@@ -212,7 +222,7 @@ fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
         row.try_get("first_report_at")?,
         &follow_ups,
         row.try_get("final_report_at")?,
-        crate::db::now_ms(),
+        now,
     );
     Ok(IncidentView {
         timeliness,
@@ -230,5 +240,6 @@ fn view(row: &sqlx::any::AnyRow) -> Result<IncidentView, sqlx::Error> {
         warnings: serde_json::from_str(&row.try_get::<String, _>("warnings")?).unwrap_or_default(),
         problems: serde_json::from_str(&row.try_get::<String, _>("problems")?).unwrap_or_default(),
         instructions: None,
+        timeline: None,
     })
 }

@@ -2,17 +2,20 @@
 //! through sqlx. [`launch`] is the one entry point; `main` only reads settings, binds and
 //! passes a shutdown signal.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 mod cli;
+pub mod clock;
 pub mod db;
 pub mod error;
 mod handover;
 mod incident;
+mod kpis;
 mod log;
 pub mod projection;
 pub mod push;
-mod roster;
+pub mod roster;
 mod search;
 pub mod settings;
 pub mod storage;
@@ -52,6 +55,12 @@ pub struct Inner {
     pub connections: sync::Connections,
     /// Which user each Automerge actor belongs to.
     pub authors: sync::Authors,
+    /// The time rules run on (`settings.clock`).
+    pub clock: clock::Clock,
+    /// Pushes committed to the outbox, to send now.
+    pub alert_queue: tokio::sync::mpsc::UnboundedSender<alerts::Queued>,
+    /// Wakes the alert worker when a new alert has a step to schedule.
+    pub alerts_wake: Arc<tokio::sync::Notify>,
     /// Web Push: the VAPID key and the one shared HTTP client.
     pub push: push::Sender,
     /// This node's peer id in `peer` handshakes and `sync` messages.
@@ -80,8 +89,10 @@ pub fn router(state: AppState) -> Router {
         .merge(log::routes())
         .merge(handover::routes())
         .merge(roster::routes())
+        .merge(kpis::routes())
         .merge(search::routes())
         .merge(push::routes())
+        .merge(alerts::routes())
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -111,8 +122,16 @@ pub async fn launch(
     let backend = storage::Backend {
         sqlite: settings.database_url().starts_with("sqlite"),
     };
-    let push = push::Sender::new(&push::load_vapid_key(&pool).await?)?;
-    let (storage, writer) = storage::Storage::spawn(pool.clone(), backend);
+    let push = push::Sender::new(&push::load_vapid_key(&pool).await?, &settings.push_contact)?;
+    let (alert_queue, queued) = tokio::sync::mpsc::unbounded_channel();
+    let alerts_wake = Arc::new(tokio::sync::Notify::new());
+    let clock = settings.clock.clone();
+    let hooks = storage::AlertHooks {
+        clock: clock.clone(),
+        queue: alert_queue.clone(),
+        wake: alerts_wake.clone(),
+    };
+    let (storage, writer) = storage::Storage::spawn(pool.clone(), backend, hooks);
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
         settings,
@@ -121,11 +140,15 @@ pub async fn launch(
         documents: sync::Documents::default(),
         connections: sync::Connections::default(),
         authors: sync::Authors::default(),
+        clock,
+        alert_queue,
+        alerts_wake,
         push,
         server_peer_id: PeerId::new(format!("zhiban-server-{}", uuid::Uuid::now_v7())),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     }));
+    alerts::spawn(&state, queued);
     tracing::info!(address = %listener.local_addr()?, "serving");
     let token = state.shutdown.clone();
     // Sync frames are small and latency matters more than packet count: no Nagle delay.

@@ -31,6 +31,8 @@ pub struct Projection {
     pub register: Option<(String, bool, Vec<zhiban_records::RegisteredDocument>)>,
     /// Every text of the record, for search.
     pub search_text: String,
+    /// Who created the document: responsible for its reports (D13).
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +206,7 @@ pub fn project(
         daily_report,
         register,
         search_text,
+        created_by: meta.created_by.clone(),
     })
 }
 
@@ -279,12 +282,14 @@ fn collect_text(doc: &Automerge, object: &ObjId, out: &mut String) {
 }
 
 /// Writes one document's rows (inside the storage writer's transaction).
+/// Returns whether the new state raised an alert; what it queued to push is added to `queued`.
 pub async fn write(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     backend: Backend,
     projection: &Projection,
     now: i64,
-) -> Result<(), sqlx::Error> {
+    queued: &mut Vec<crate::alerts::Queued>,
+) -> Result<bool, sqlx::Error> {
     let id = projection.document_id.to_string();
     match &projection.incident {
         Some(incident) => {
@@ -403,7 +408,7 @@ pub async fn write(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    crate::alerts::after_projection(tx, projection, now, queued).await
 }
 
 async fn write_roster(
@@ -412,7 +417,7 @@ async fn write_roster(
     roster: Option<&(String, bool, zhiban_records::Roster)>,
     deciders: &[Option<String>],
 ) -> Result<(), sqlx::Error> {
-    for table in ["shifts", "shift_requests"] {
+    for table in ["rosters", "shifts", "shift_requests"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE document_id = $1"
         )))
@@ -423,6 +428,20 @@ async fn write_roster(
     let Some((unit_id, classified, roster)) = roster else {
         return Ok(());
     };
+    sqlx::query(
+        "INSERT INTO rosters (document_id, unit_id, classified, title, holiday, starts_at, \
+         due_at, submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(unit_id)
+    .bind(i64::from(*classified))
+    .bind(&roster.title)
+    .bind(i64::from(roster.holiday))
+    .bind(roster.shifts.iter().map(|shift| shift.start).min())
+    .bind(roster.due_at)
+    .bind(roster.submitted_at)
+    .execute(&mut **tx)
+    .await?;
     for (position, shift) in roster.shifts.iter().enumerate() {
         sqlx::query(
             "INSERT INTO shifts (document_id, position, unit_id, classified, start_at, end_at, \

@@ -53,30 +53,66 @@ async fn oncall(
     Query(query): Query<At>,
 ) -> Result<Json<OnDuty>, AppError> {
     let unit_id = query.unit.unwrap_or_else(|| identity.unit_id.clone());
-    let at = query.at.unwrap_or_else(crate::db::now_ms);
+    let at = query.at.unwrap_or_else(|| state.clock.now_ms());
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
     if !units.contains(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
+    let mut connection = state.pool.acquire().await?;
+    let shifts = shifts_at(&mut connection, &unit_id, at, Some((&units, identity.cleared))).await?;
+    Ok(Json(OnDuty {
+        unit_id,
+        at,
+        shifts,
+    }))
+}
+
+/// The user ids of whoever is on duty in `unit_id` at `at`: (leaders, officers). Alerts go to
+/// them (D10, D23), classified rosters included.
+pub async fn on_duty_users(
+    connection: &mut sqlx::AnyConnection,
+    unit_id: &str,
+    at: i64,
+) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+    let (mut leaders, mut officers) = (Vec::new(), Vec::new());
+    for shift in shifts_at(connection, unit_id, at, None).await? {
+        leaders.extend(user_id(&shift.leader));
+        if let Value::Array(people) = &shift.officers {
+            officers.extend(people.iter().filter_map(user_id));
+        }
+    }
+    leaders.dedup();
+    officers.dedup();
+    Ok((leaders, officers))
+}
+
+fn user_id(person: &Value) -> Option<String> {
+    person.get("user_id").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The shifts of `unit_id` running at `at`, with approved swaps applied; only what the viewer
+/// (visible units, cleared) may see when one is given.
+async fn shifts_at(
+    connection: &mut sqlx::AnyConnection,
+    unit_id: &str,
+    at: i64,
+    viewer: Option<(&std::collections::HashSet<String>, bool)>,
+) -> Result<Vec<ShiftOnDuty>, sqlx::Error> {
     let mut select = Sql::new(
         "SELECT document_id, position, start_at, end_at, kind, leader, officers, backup_leader, \
          backup_officers FROM shifts WHERE unit_id = ",
     );
     select
-        .bind(unit_id.clone())
+        .bind(unit_id.to_owned())
         .push(" AND start_at <= ")
         .bind(at)
         .push(" AND end_at > ")
         .bind(at);
-    push_visibility(
-        &mut select,
-        &units,
-        identity.cleared,
-        "unit_id",
-        "classified <> 0",
-    );
+    if let Some((units, cleared)) = viewer {
+        push_visibility(&mut select, units, cleared, "unit_id", "classified <> 0");
+    }
     select.push(" ORDER BY start_at, document_id, position");
-    let rows = select.query().fetch_all(&state.pool).await?;
+    let rows = select.query().fetch_all(&mut *connection).await?;
 
     let mut shifts = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -111,8 +147,8 @@ async fn oncall(
         )
         .bind(&roster)
         .bind(position)
-        .bind(&unit_id)
-        .fetch_all(&state.pool)
+        .bind(unit_id)
+        .fetch_all(&mut *connection)
         .await?;
         for request in &approved {
             let requester: String = request.try_get("requester")?;
@@ -129,11 +165,7 @@ async fn oncall(
         }
         shifts.push(shift);
     }
-    Ok(Json(OnDuty {
-        unit_id,
-        at,
-        shifts,
-    }))
+    Ok(shifts)
 }
 
 fn replace_person(person: &mut Value, requester: &str, substitute: &Value) {

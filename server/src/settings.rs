@@ -35,6 +35,15 @@ pub struct Settings {
     pub keepalive_secs: u64,
     /// tracing filter, e.g. `info` or `zhiban_server=debug`.
     pub log: String,
+    /// The offices' local time, hours east of UTC (China: 8): days and hours of D15.
+    pub utc_offset_hours: i32,
+    /// On holidays, a unit's daily (or zero) report is due at this local hour (D15).
+    pub daily_report_hour: u32,
+    /// The VAPID `sub` claim: whom push services may contact about our traffic (RFC 8292).
+    pub push_contact: String,
+    /// The clock deadlines and escalations run on; tests inject a manual one.
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for Settings {
@@ -52,6 +61,10 @@ impl Default for Settings {
             snapshot_after_chunks: 512,
             keepalive_secs: 30,
             log: "info".into(),
+            utc_offset_hours: 8,
+            daily_report_hour: 16,
+            push_contact: "mailto:duty-office@example.invalid".into(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }
@@ -74,6 +87,10 @@ impl fmt::Debug for Settings {
             .field("snapshot_after_chunks", &self.snapshot_after_chunks)
             .field("keepalive_secs", &self.keepalive_secs)
             .field("log", &self.log)
+            .field("utc_offset_hours", &self.utc_offset_hours)
+            .field("daily_report_hour", &self.daily_report_hour)
+            .field("push_contact", &self.push_contact)
+            .field("clock", &self.clock)
             .finish()
     }
 }

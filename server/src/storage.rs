@@ -90,6 +90,15 @@ pub struct StoredDocument {
 pub struct Storage {
     pool: Pool,
     jobs: mpsc::Sender<Job>,
+    backend: Backend,
+}
+
+/// Where the writer hands what a commit set in motion: pushes to send at once, and a wake-up
+/// for the alert worker when a new alert has a step to schedule.
+pub struct AlertHooks {
+    pub clock: crate::clock::Clock,
+    pub queue: mpsc::UnboundedSender<crate::alerts::Queued>,
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How a write transaction starts: on SQLite it takes the write lock at once, so that reading
@@ -104,10 +113,25 @@ pub struct Backend {
 const MAX_JOBS_PER_COMMIT: usize = 1024;
 
 impl Storage {
-    pub fn spawn(pool: Pool, backend: Backend) -> (Storage, tokio::task::JoinHandle<()>) {
+    pub fn spawn(
+        pool: Pool,
+        backend: Backend,
+        hooks: AlertHooks,
+    ) -> (Storage, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(4096);
-        let writer = tokio::spawn(run_writer(pool.clone(), backend, receiver));
-        (Storage { pool, jobs }, writer)
+        let writer = tokio::spawn(run_writer(pool.clone(), backend, hooks, receiver));
+        (
+            Storage {
+                pool,
+                jobs,
+                backend,
+            },
+            writer,
+        )
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Returns once `writes` are committed, or with the error that prevented it.
@@ -218,7 +242,12 @@ impl Storage {
     }
 }
 
-async fn run_writer(pool: Pool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
+async fn run_writer(
+    pool: Pool,
+    backend: Backend,
+    hooks: AlertHooks,
+    mut jobs: mpsc::Receiver<Job>,
+) {
     let mut batch = Vec::new();
     loop {
         let Some(first) = jobs.recv().await else {
@@ -237,7 +266,7 @@ async fn run_writer(pool: Pool, backend: Backend, mut jobs: mpsc::Receiver<Job>)
             }
         }
         if !batch.is_empty() {
-            commit_batch(&pool, backend, &mut batch).await;
+            commit_batch(&pool, backend, &hooks, &mut batch).await;
         }
         if let Some(done) = stop {
             let _ = done.send(());
@@ -251,10 +280,11 @@ type Pending = (
     Option<oneshot::Sender<Result<(), StorageError>>>,
 );
 
-async fn commit_batch(pool: &Pool, backend: Backend, batch: &mut Vec<Pending>) {
+async fn commit_batch(pool: &Pool, backend: Backend, hooks: &AlertHooks, batch: &mut Vec<Pending>) {
     let all: Vec<&Write> = batch.iter().flat_map(|(writes, _)| writes).collect();
-    match apply(pool, backend, &all).await {
-        Ok(()) => {
+    match apply(pool, backend, &all, hooks.clock.now_ms()).await {
+        Ok(effects) => {
+            effects.hand_over(hooks);
             for (_, done) in batch.drain(..) {
                 if let Some(done) = done {
                     let _ = done.send(Ok(()));
@@ -270,8 +300,9 @@ async fn commit_batch(pool: &Pool, backend: Backend, batch: &mut Vec<Pending>) {
             tracing::warn!(%error, jobs = batch.len(), "group commit failed; retrying jobs one by one");
             for (writes, done) in batch.drain(..) {
                 let refs: Vec<&Write> = writes.iter().collect();
-                match apply(pool, backend, &refs).await {
-                    Ok(()) => {
+                match apply(pool, backend, &refs, hooks.clock.now_ms()).await {
+                    Ok(effects) => {
+                        effects.hand_over(hooks);
                         if let Some(done) = done {
                             let _ = done.send(Ok(()));
                         }
@@ -298,9 +329,29 @@ fn report(
 }
 
 /// Writes outside the server's writer task, for the `admin` commands.
+/// Pushes these writes queue are not sent from here: their lease runs out and the server's
+/// worker sends them.
 pub async fn write_now(pool: &Pool, backend: Backend, writes: &[Write]) -> Result<(), sqlx::Error> {
     let refs: Vec<&Write> = writes.iter().collect();
-    apply(pool, backend, &refs).await
+    apply(pool, backend, &refs, now_ms()).await.map(|_| ())
+}
+
+/// What a commit set in motion.
+#[derive(Default)]
+struct Effects {
+    queued: Vec<crate::alerts::Queued>,
+    raised: bool,
+}
+
+impl Effects {
+    fn hand_over(self, hooks: &AlertHooks) {
+        for queued in self.queued {
+            let _ = hooks.queue.send(queued);
+        }
+        if self.raised {
+            hooks.wake.notify_one();
+        }
+    }
 }
 
 /// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
@@ -309,8 +360,13 @@ const ROWS_PER_INSERT: usize = 500;
 /// Applies `writes` in one transaction. Change chunks and audit rows, the bulk of a busy
 /// batch, go in multi-row INSERTs; registrations come first because chunks, sync states and
 /// projections refer to them.
-async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), sqlx::Error> {
-    let now = now_ms();
+async fn apply(
+    pool: &Pool,
+    backend: Backend,
+    writes: &[&Write],
+    now: i64,
+) -> Result<Effects, sqlx::Error> {
+    let mut effects = Effects::default();
     let mut tx = if backend.sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await?
     } else {
@@ -408,7 +464,9 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
                 .await?;
             }
             Write::Project(projection) => {
-                crate::projection::write(&mut tx, backend, projection, now).await?;
+                effects.raised |=
+                    crate::projection::write(&mut tx, backend, projection, now, &mut effects.queued)
+                        .await?;
             }
             Write::BindActor {
                 actor_id,
@@ -438,7 +496,8 @@ async fn apply(pool: &Pool, backend: Backend, writes: &[&Write]) -> Result<(), s
     if !entries.is_empty() {
         append_audit(&mut tx, &entries, now, backend.sqlite).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(effects)
 }
 
 /// Appends to the hash chain, reading its head once; the transaction's write lock keeps

@@ -1,6 +1,7 @@
 //! The one integration test binary: the real server on port 0 with a fresh SQLite file per
 //! test, driven by raw protocol peers, the stock JavaScript automerge-repo client and samod.
 
+mod alerts;
 mod auth;
 mod bad_input;
 mod cli;
@@ -13,6 +14,7 @@ mod helpers;
 mod interop;
 #[path = "../support/js_peer.rs"]
 mod js_peer;
+mod kpis;
 mod push_api;
 mod push_receiver;
 #[path = "../support/push_receiver.rs"]

@@ -147,7 +147,11 @@ async fn stored_once_per_endpoint(settings: Settings) {
         1
     );
 
-    let stored = push::subscriptions_for_users(&app.pool, std::slice::from_ref(&phone.user_id))
+    let stored = push::subscriptions_for_users(
+        &mut app.pool.acquire().await.unwrap(),
+        std::slice::from_ref(&phone.user_id),
+        zhiban_server::db::now_ms(),
+    )
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
@@ -349,18 +353,30 @@ async fn revoked_and_expired_not_used(settings: Settings) {
         ids.sort();
         ids
     };
-    let alices = push::subscriptions_for_users(&app.pool, std::slice::from_ref(&laptop.user_id))
+    let alices = push::subscriptions_for_users(
+        &mut app.pool.acquire().await.unwrap(),
+        std::slice::from_ref(&laptop.user_id),
+        zhiban_server::db::now_ms(),
+    )
         .await
         .unwrap();
     assert_eq!(ids(alices), vec![kept.clone()]);
-    let both = push::subscriptions_for_users(&app.pool, &[laptop.user_id, bob.user_id])
+    let both = push::subscriptions_for_users(
+        &mut app.pool.acquire().await.unwrap(),
+        &[laptop.user_id, bob.user_id],
+        zhiban_server::db::now_ms(),
+    )
         .await
         .unwrap();
     let mut expected = vec![kept, bobs];
     expected.sort();
     assert_eq!(ids(both), expected);
     assert!(
-        push::subscriptions_for_users(&app.pool, &[])
+        push::subscriptions_for_users(
+        &mut app.pool.acquire().await.unwrap(),
+        &[],
+        zhiban_server::db::now_ms(),
+    )
             .await
             .unwrap()
             .is_empty()
@@ -377,7 +393,11 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     receiver.expect_vapid_key(&public_key);
     let id = subscribed(&app, &alice, &receiver.subscribe("alice-phone")).await;
     let subscription =
-        push::subscriptions_for_users(&app.pool, std::slice::from_ref(&alice.user_id))
+        push::subscriptions_for_users(
+        &mut app.pool.acquire().await.unwrap(),
+        std::slice::from_ref(&alice.user_id),
+        zhiban_server::db::now_ms(),
+    )
             .await
             .unwrap()
             .pop()
@@ -385,7 +405,11 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     assert_eq!(subscription.id, id);
     // The running server's sender is not reachable from here; one built on the same stored
     // key signs alike.
-    let sender = Sender::new(&push::load_vapid_key(&app.pool).await.unwrap()).unwrap();
+    let sender = Sender::new(
+        &push::load_vapid_key(&app.pool).await.unwrap(),
+        &zhiban_server::Settings::default().push_contact,
+    )
+    .unwrap();
     assert_eq!(sender.public_key_base64(), public_key);
 
     let payload = br#"{"incident":"flood","level":"I"}"#;
@@ -398,7 +422,7 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     assert_eq!(delivery.payload, payload);
     assert_eq!(delivery.urgency.as_deref(), Some("high"));
     assert_eq!(delivery.ttl, 60);
-    assert_eq!(delivery.vapid_sub, push::VAPID_SUBJECT);
+    assert_eq!(delivery.vapid_sub, zhiban_server::Settings::default().push_contact);
 
     // The push service's answers, as the escalation worker will see them.
     receiver.respond_with("alice-phone", &[429, 503, 410, 404, 400]);
@@ -443,7 +467,10 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
 
 #[tokio::test]
 async fn unreachable_and_silent_push_services_are_retried() {
-    let sender = Sender::new(&VapidKey::generate())
+    let sender = Sender::new(
+        &VapidKey::generate(),
+        &zhiban_server::Settings::default().push_contact,
+    )
         .unwrap()
         .with_timeout(Duration::from_millis(300));
     let at = |endpoint: String| {

@@ -18,10 +18,6 @@ pub use subscription::{Subscription, remove_subscription, subscriptions_for_user
 pub use vapid::{VapidKey, load_vapid_key};
 pub use web_push::{SubscriptionInfo, SubscriptionKeys, Urgency};
 
-/// The VAPID `sub` claim: who the push services may contact about our traffic.
-// A placeholder until the contact address becomes a setting.
-pub const VAPID_SUBJECT: &str = "mailto:duty@zhiban.invalid";
-
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("the stored VAPID key is not a P-256 private key")]

@@ -11,7 +11,7 @@ use web_push::{
     VapidSignature, WebPushClient, WebPushError, WebPushMessage, WebPushMessageBuilder,
 };
 
-use super::{PushError, Subscription, VAPID_SUBJECT, VapidKey};
+use super::{PushError, Subscription, VapidKey};
 
 /// The largest payload a push service must accept once encrypted (RFC 8291 §4: 4096 bytes
 /// of record minus header, padding delimiter and tag).
@@ -56,6 +56,8 @@ pub struct Sender {
 
 struct Shared {
     public_key_base64: String,
+    /// The VAPID `sub` claim (`mailto:` or `https:`): the operator's contact.
+    subject: String,
     vapid: PartialVapidSignatureBuilder,
     client: HyperWebPushClient,
     /// By `scheme://authority` of the endpoint, which determines the token's audience.
@@ -68,10 +70,11 @@ struct CachedSignature {
 }
 
 impl Sender {
-    pub fn new(key: &VapidKey) -> Result<Self, PushError> {
+    pub fn new(key: &VapidKey, subject: &str) -> Result<Self, PushError> {
         Ok(Self {
             shared: Arc::new(Shared {
                 public_key_base64: key.public_key_base64(),
+                subject: subject.to_owned(),
                 vapid: key.signature_builder()?,
                 client: HyperWebPushClient::new(),
                 signatures: Mutex::new(HashMap::new()),
@@ -169,7 +172,7 @@ impl Sender {
             return Err(WebPushError::InvalidUri);
         }
         let mut builder = self.shared.vapid.clone().add_sub_info(info);
-        builder.add_claim("sub", VAPID_SUBJECT);
+        builder.add_claim("sub", self.shared.subject.as_str());
         let signature = builder.build()?;
         if cache.len() >= MAX_CACHED_SIGNATURES {
             cache.clear();
@@ -242,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn signatures_are_reused_per_push_service() {
-        let sender = Sender::new(&VapidKey::generate()).unwrap();
+        let sender = Sender::new(&VapidKey::generate(), "mailto:test@example.invalid").unwrap();
         let signature = |endpoint: &str| sender.signature(&SubscriptionInfo::new(endpoint, "", ""));
         let first = signature("https://push.example/a").unwrap();
         let second = signature("https://push.example/b").unwrap();

@@ -59,10 +59,12 @@ impl fmt::Debug for Subscription {
     }
 }
 
-/// Subscriptions of these users on devices that are not revoked, unexpired ones only.
+/// Subscriptions of these users on devices that are not revoked, unexpired ones as of `now`.
+/// Takes a connection so that alerts can be queued inside the transaction that causes them.
 pub async fn subscriptions_for_users(
-    pool: &Pool,
+    connection: &mut sqlx::AnyConnection,
     user_ids: &[String],
+    now: i64,
 ) -> Result<Vec<Subscription>, sqlx::Error> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
@@ -72,12 +74,12 @@ pub async fn subscriptions_for_users(
          FROM push_subscriptions s JOIN devices d ON d.id = s.device_id \
          WHERE d.revoked_at IS NULL AND (s.expiration_time IS NULL OR s.expiration_time > ",
     );
-    sql.bind(now_ms())
+    sql.bind(now)
         .push(") AND s.user_id IN ")
         .bind_list(user_ids.iter().map(|id| Arg::from(id.as_str())))
         .push(" ORDER BY s.user_id, s.id");
     sql.query()
-        .fetch_all(pool)
+        .fetch_all(connection)
         .await?
         .iter()
         .map(subscription_from_row)

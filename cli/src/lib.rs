@@ -6,8 +6,8 @@
 //!
 //! Each command lives in its own module under [`cmd`], owning its arguments and its effect.
 //! Everything works offline against the device's own store; only `login`, `run`, the
-//! delivery attempt of `report`, and the two questions only the server can answer (`search`,
-//! `on-duty`) talk to the server. Two data directories are two devices.
+//! delivery attempt of `report`, and what lives on the server alone (`search`, `on-duty`,
+//! `alerts`, `ack`, `rollcall`) talk to the server. Two data directories are two devices.
 //!
 //! Output goes to stdout, one line at a time and flushed at once (scripts and tests read it
 //! live); with `--json` every line is one JSON object. Logs go to stderr (filter from

@@ -129,12 +129,25 @@ impl Device {
 
     /// Records a leader's instruction (批示) on an incident (D14).
     pub async fn add_instruction(&self, incident: &DocumentId, text: &str) -> Result<(), Error> {
+        self.add_instruction_to(incident, text, None).await
+    }
+
+    /// A leader's instruction addressed to `to` (a user id): the server alerts them until they
+    /// acknowledge it (D14, D23). It counts as the leader's only when written from their own
+    /// device.
+    pub async fn add_instruction_to(
+        &self,
+        incident: &DocumentId,
+        text: &str,
+        to: Option<&str>,
+    ) -> Result<(), Error> {
         let by = self.user_id().await?;
         self.record_of(incident, "incident").await?;
         if text.trim().is_empty() {
             return Err(Error::Invalid("an instruction needs its text".into()));
         }
-        let instruction = json!({"by": by, "at": now(), "text": text, "steps": [], "done": false});
+        let instruction =
+            json!({"by": by, "to": to, "at": now(), "text": text, "steps": [], "done": false});
         self.append(incident, &["instructions"], &instruction).await
     }
 

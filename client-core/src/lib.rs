@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod alerts;
 mod duty;
 mod session;
 mod store;

@@ -283,6 +283,36 @@ impl Session {
         self.get_json(&server_url, path_and_query, &token).await
     }
 
+    /// POST `body` to an API path as the logged-in device (refreshing the token first if
+    /// needed). An answer without a body (204) reads as `null`.
+    pub async fn api_post(
+        &self,
+        path_and_query: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
+        let token = self.access_token().await?;
+        let response = self
+            .http
+            .post(format!("{server_url}{path_and_query}"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(Error::Refused(error_text(response).await));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Network(e.to_string()))
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         server_url: &str,

@@ -61,6 +61,8 @@ pub struct Inner {
     pub alert_queue: tokio::sync::mpsc::UnboundedSender<alerts::Queued>,
     /// Wakes the alert worker when a new alert has a step to schedule.
     pub alerts_wake: Arc<tokio::sync::Notify>,
+    /// Pushes being sent by this node.
+    pub sending: alerts::InFlight,
     /// Web Push: the VAPID key and the one shared HTTP client.
     pub push: push::Sender,
     /// This node's peer id in `peer` handshakes and `sync` messages.
@@ -143,6 +145,7 @@ pub async fn launch(
         clock,
         alert_queue,
         alerts_wake,
+        sending: alerts::InFlight::default(),
         push,
         server_peer_id: PeerId::new(format!("zhiban-server-{}", uuid::Uuid::now_v7())),
         shutdown: CancellationToken::new(),

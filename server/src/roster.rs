@@ -59,7 +59,13 @@ async fn oncall(
         return Err(AppError::NotFound("no such unit"));
     }
     let mut connection = state.pool.acquire().await?;
-    let shifts = shifts_at(&mut connection, &unit_id, at, Some((&units, identity.cleared))).await?;
+    let shifts = shifts_at(
+        &mut connection,
+        &unit_id,
+        at,
+        Some((&units, identity.cleared)),
+    )
+    .await?;
     Ok(Json(OnDuty {
         unit_id,
         at,
@@ -87,7 +93,10 @@ pub async fn on_duty_users(
 }
 
 fn user_id(person: &Value) -> Option<String> {
-    person.get("user_id").and_then(Value::as_str).map(str::to_owned)
+    person
+        .get("user_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// The shifts of `unit_id` running at `at`, with approved swaps applied; only what the viewer

@@ -464,9 +464,14 @@ async fn apply(
                 .await?;
             }
             Write::Project(projection) => {
-                effects.raised |=
-                    crate::projection::write(&mut tx, backend, projection, now, &mut effects.queued)
-                        .await?;
+                effects.raised |= crate::projection::write(
+                    &mut tx,
+                    backend,
+                    projection,
+                    now,
+                    &mut effects.queued,
+                )
+                .await?;
             }
             Write::BindActor {
                 actor_id,

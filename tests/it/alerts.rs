@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use zhiban_client_core::{Backoff, Device, DocumentId};
 use zhiban_server::clock::Clock;
 
-use crate::helpers::{PASSWORD, Session, TestApp, get, org, spawn_app_with, test_settings};
+use crate::helpers::{
+    PASSWORD, Session, TestApp, get, org, postgres_settings, spawn_app_with, test_settings,
+};
 use crate::push_receiver_support::{Delivery, PushReceiver};
 
 const FAST: Backoff = Backoff {
@@ -27,14 +29,24 @@ struct Scene {
     receiver: PushReceiver,
     org: crate::helpers::Org,
     _dirs: Vec<tempfile::TempDir>,
-    data: Option<tempfile::TempDir>,
+    _data: tempfile::TempDir,
 }
 
 impl Scene {
     async fn new() -> Scene {
         let data = tempfile::tempdir().unwrap();
+        let settings = test_settings(data.path());
+        Self::with(settings, data).await
+    }
+
+    async fn on_postgres() -> Scene {
+        let data = tempfile::tempdir().unwrap();
+        let settings = postgres_settings(data.path()).await;
+        Self::with(settings, data).await
+    }
+
+    async fn with(mut settings: zhiban_server::Settings, data: tempfile::TempDir) -> Scene {
         let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
-        let mut settings = test_settings(data.path());
         settings.clock = clock.clone();
         let app = spawn_app_with(settings).await;
         let org = org(&app).await;
@@ -45,7 +57,7 @@ impl Scene {
             receiver,
             org,
             _dirs: Vec::new(),
-            data: Some(data),
+            _data: data,
         };
         let now = scene.clock.now_ms();
         let leader = scene.app().login("cleared", "desk").await.user_id;
@@ -155,7 +167,15 @@ async fn events(app: &TestApp, token: &str, incident: &DocumentId) -> Vec<String
 #[tokio::test]
 async fn a_red_report_from_an_offline_phone_reaches_the_leader_repeats_and_escalates_until_acknowledged()
  {
-    let mut scene = Scene::new().await;
+    red_alert_escalates_until_acknowledged(Scene::new().await).await;
+}
+
+#[tokio::test]
+async fn a_red_alert_escalates_until_acknowledged_on_postgres() {
+    red_alert_escalates_until_acknowledged(Scene::on_postgres().await).await;
+}
+
+async fn red_alert_escalates_until_acknowledged(scene: Scene) {
     let leader = scene.subscribe("cleared", "leader").await;
     scene.subscribe("district", "district").await;
     scene.subscribe("alice", "officer").await;
@@ -164,7 +184,12 @@ async fn a_red_report_from_an_offline_phone_reaches_the_leader_repeats_and_escal
     let dir = tempfile::tempdir().unwrap();
     let phone = Device::open(dir.path()).await.unwrap();
     phone
-        .login(&format!("http://{}", scene.app().address), "anna", PASSWORD, "phone")
+        .login(
+            &format!("http://{}", scene.app().address),
+            "anna",
+            PASSWORD,
+            "phone",
+        )
         .await
         .unwrap();
     let incident = phone
@@ -189,19 +214,29 @@ async fn a_red_report_from_an_offline_phone_reaches_the_leader_repeats_and_escal
     // Unacknowledged, it repeats every 3 minutes to the leader on duty…
     scene.clock.advance(3 * MINUTE);
     let repeat = scene.next().await;
-    assert_eq!((repeat.name.as_str(), repeat.json()["repeat"].clone()), ("leader", json!(1)));
+    assert_eq!(
+        (repeat.name.as_str(), repeat.json()["repeat"].clone()),
+        ("leader", json!(1))
+    );
     // …and after 10 minutes also reaches the superior office's duty post.
     scene.clock.advance(7 * MINUTE);
     let escalated = scene.next_n(2).await;
     assert_eq!(
-        escalated.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+        escalated
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
         ["district", "leader"]
     );
     assert!(escalated.iter().all(|(_, body)| body["step"] == 1));
 
     // The leader acknowledges: no more repeats, no further escalation.
     let (status, body) = scene
-        .post(&leader.access_token, &format!("/api/alerts/{alert_id}/ack"), &json!({}))
+        .post(
+            &leader.access_token,
+            &format!("/api/alerts/{alert_id}/ack"),
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["acknowledged_by"], leader.user_id.as_str());
@@ -211,10 +246,440 @@ async fn a_red_report_from_an_offline_phone_reaches_the_leader_repeats_and_escal
 
     let timeline = events(scene.app(), &leader.access_token, &incident).await;
     assert_eq!(timeline.first().map(String::as_str), Some("alert.raised"));
-    assert_eq!(timeline.iter().filter(|e| *e == "push.delivered").count(), 4, "{timeline:?}");
-    assert_eq!(timeline.last().map(String::as_str), Some("alert.acknowledged"), "{timeline:?}");
+    assert_eq!(
+        timeline.iter().filter(|e| *e == "push.delivered").count(),
+        4,
+        "{timeline:?}"
+    );
+    let acknowledged = timeline.iter().position(|e| e == "alert.acknowledged");
+    let last_step = timeline
+        .iter()
+        .rposition(|e| e.starts_with("alert.step") || e == "alert.repeat");
+    assert!(acknowledged > last_step, "{timeline:?}");
     let inbox = get(scene.app(), &leader.access_token, "/api/alerts?mine=true").await;
     assert_eq!(inbox["alerts"][0]["id"], alert_id.as_str());
-    assert_eq!(inbox["alerts"][0]["acknowledged_by"], leader.user_id.as_str());
+    assert_eq!(
+        inbox["alerts"][0]["acknowledged_by"],
+        leader.user_id.as_str()
+    );
+    sync.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_an_escalation_neither_loses_nor_repeats_a_step() {
+    let mut scene = Scene::new().await;
+    scene.subscribe("cleared", "leader").await;
+    scene.subscribe("district", "district").await;
+    let (phone, sync) = scene.device("anna").await;
+    phone.urgent_report("fire", "化工园区", "").await.unwrap();
+    assert_eq!(scene.next().await.name, "leader");
+    sync.stop().await;
+
+    // The push service is down when the first repeat goes out; the server restarts meanwhile.
+    scene.receiver.respond_with("leader", &[503]);
+    scene.clock.advance(3 * MINUTE);
+    let deadline = std::time::Instant::now() + WAIT;
+    while scene.receiver.attempts("leader") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repeat is attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    scene.restart().await;
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    // The retry is due 2 s after the failure: it goes out once, after the restart.
+    scene.clock.advance(Duration::from_secs(2));
+    let retried = scene.next().await;
+    assert_eq!(
+        (retried.name.as_str(), retried.json()["repeat"].clone()),
+        ("leader", json!(1))
+    );
+    // The escalation step runs once, at its time.
+    scene.clock.advance(7 * MINUTE);
+    let escalated = scene.next_n(2).await;
+    assert_eq!(
+        escalated
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["district", "leader"]
+    );
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    let steps: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT step, COUNT(*) FROM push_outbox GROUP BY step ORDER BY step")
+            .fetch_all(&scene.app().pool)
+            .await
+            .unwrap();
+    // Step 0: the first push and one repeat; step 1: leader and superior.
+    assert_eq!(steps, [(0, 2), (1, 2)]);
+}
+
+#[tokio::test]
+async fn reporting_deadlines_remind_the_reporter_then_escalate_and_settle_when_reports_arrive() {
+    let mut scene = Scene::new().await;
+    let officer = scene.subscribe("alice", "officer").await;
+    scene.subscribe("cleared", "leader").await;
+    let (device, sync) = scene.device("alice").await;
+    // A call comes in: the incident is known now; the written first report is due in 1 h (D11).
+    let known_at = scene.clock.now_ms();
+    let (incident, _) = device
+        .create_record(&json!({
+            "type": "incident", "title": "山体滑坡", "category": "natural_disaster",
+            "level": "III", "grade": "blue", "known_at": known_at, "location": "石门村",
+        }))
+        .await
+        .unwrap();
+    device.wait_received(&incident, WAIT).await.unwrap();
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+
+    scene.clock.advance(50 * MINUTE);
+    let reminder = scene.next().await;
+    assert_eq!(reminder.name, "officer");
+    assert_eq!(reminder.json()["kind"], "first_report");
+    assert_eq!(reminder.json()["due_at"], known_at + HOUR_MS);
+    scene.receiver.expect_none(Duration::from_millis(200)).await;
+    // Missed: the reporter again, and now the leader on duty.
+    scene.clock.advance(10 * MINUTE);
+    let missed = scene.next_n(2).await;
+    assert_eq!(
+        missed
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["leader", "officer"]
+    );
+    let lateness = get(
+        scene.app(),
+        &officer.access_token,
+        &format!("/api/incidents/{incident}"),
+    )
+    .await;
+    assert_eq!(lateness["timeliness"]["first_report_minutes_late"], 0);
+
+    // The first report arrives: that deadline is met and the first follow-up is due 2 h after it.
+    device
+        .add_report(
+            &incident,
+            zhiban_client_core::ReportKind::First,
+            "已疏散 12 户",
+        )
+        .await
+        .unwrap();
+    device.wait_received(&incident, WAIT).await.unwrap();
+    scene.clock.advance(10 * MINUTE);
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    // (The report was written a moment after the clock's start, in real time.)
+    scene.clock.advance(41 * MINUTE);
+    let follow_up = scene.next().await;
+    assert_eq!(follow_up.name, "officer");
+    assert_eq!(follow_up.json()["kind"], "follow_up");
+    device
+        .add_report(&incident, zhiban_client_core::ReportKind::Final, "险情排除")
+        .await
+        .unwrap();
+    device.wait_received(&incident, WAIT).await.unwrap();
+    scene.clock.advance(3 * 60 * MINUTE);
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    let resolutions: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, resolution FROM alerts WHERE document_id = $1 ORDER BY created_at",
+    )
+    .bind(incident.to_string())
+    .fetch_all(&scene.app().pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        resolutions,
+        [
+            ("first_report".to_owned(), Some("met".to_owned())),
+            ("follow_up".to_owned(), Some("closed".to_owned())),
+        ]
+    );
+    sync.stop().await;
+}
+
+#[tokio::test]
+async fn a_roll_call_reaches_the_duty_post_and_an_unanswered_one_counts_as_missed() {
+    let scene = Scene::new().await;
+    let officer = scene.subscribe("alice", "officer").await;
+    scene.subscribe("cleared", "leader").await;
+    let district = scene.subscribe("district", "district").await;
+    let unit_a = scene.org.unit_a.clone();
+
+    let (status, call) = scene
+        .post(
+            &district.access_token,
+            "/api/rollcalls",
+            &json!({"unit_id": unit_a, "window_secs": 120}),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let pushed = scene.next_n(2).await;
+    assert_eq!(
+        pushed
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["leader", "officer"]
+    );
+    assert_eq!(pushed[0].1["kind"], "rollcall");
+    scene.clock.advance(Duration::from_secs(45));
+    let id = call["id"].as_str().unwrap();
+    let (status, answer) = scene
+        .post(
+            &officer.access_token,
+            &format!("/api/rollcalls/{id}/answer"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delay_ms"], 45_000);
+    scene.clock.advance(5 * MINUTE);
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+
+    // Nobody answers the second one: when the window closes, the caller hears of it.
+    let (_, second) = scene
+        .post(
+            &district.access_token,
+            "/api/rollcalls",
+            &json!({"unit_id": unit_a, "window_secs": 120}),
+        )
+        .await;
+    scene.next_n(2).await;
+    scene.clock.advance(2 * MINUTE);
+    let missed = scene.next().await;
+    assert_eq!(missed.name, "district");
+    assert_eq!(missed.json()["expired"], true);
+    let late = format!("/api/rollcalls/{}/answer", second["id"].as_str().unwrap());
+    let (status, _) = scene.post(&officer.access_token, &late, &json!({})).await;
+    assert_eq!(status, 409);
+    let list = get(
+        scene.app(),
+        &district.access_token,
+        &format!("/api/rollcalls?unit={unit_a}"),
+    )
+    .await;
+    let statuses: Vec<&str> = list["rollcalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["missed", "answered"]);
+
+    // Only a superior office calls a roll: not the unit itself, not a sibling.
+    for (who, status) in [("alice", 403), ("bob", 404)] {
+        let token = scene.app().login(who, "desk").await.access_token;
+        let (got, _) = scene
+            .post(&token, "/api/rollcalls", &json!({"unit_id": unit_a}))
+            .await;
+        assert_eq!(got, status, "{who}");
+    }
+    let (status, _) = scene
+        .post(
+            &district.access_token,
+            "/api/rollcalls",
+            &json!({"unit_id": unit_a, "window_secs": 5}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn classified_alerts_carry_no_content_and_gone_subscriptions_are_removed() {
+    let mut scene = Scene::new().await;
+    let leader = scene.subscribe("cleared", "leader").await;
+    // The leader's old browser is gone; the push service says so.
+    let old = scene.app().login("cleared", "old browser").await;
+    let response = scene
+        .app()
+        .http
+        .post(scene.app().url("/api/push/subscriptions"))
+        .bearer_auth(&old.access_token)
+        .json(&scene.receiver.subscribe("old"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    scene.receiver.respond_with("old", &[410]);
+
+    let (device, sync) = scene.device("cleared").await;
+    let (incident, _) = device
+        .create_record(&json!({
+            "type": "incident", "title": "涉密：某单位人员失联", "classification": "classified",
+            "category": "social_security", "level": "II", "grade": "red",
+            "known_at": scene.clock.now_ms(), "reported_at": scene.clock.now_ms(),
+        }))
+        .await
+        .unwrap();
+    device.wait_received(&incident, WAIT).await.unwrap();
+    let pushed = scene.next().await;
+    assert_eq!(pushed.name, "leader");
+    let body = pushed.json();
+    assert_eq!(body["classified"], true);
+    assert!(body.get("document_id").is_none(), "{body}");
+    assert!(!body.to_string().contains("失联"), "{body}");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_subscriptions")
+            .fetch_one(&scene.app().pool)
+            .await
+            .unwrap();
+        if left == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gone subscription is removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let timeline = events(scene.app(), &leader.access_token, &incident).await;
+    assert!(timeline.contains(&"push.gone".to_owned()), "{timeline:?}");
+    sync.stop().await;
+}
+
+#[tokio::test]
+async fn an_instruction_and_a_raised_grade_alert_their_people_through_sync() {
+    let mut scene = Scene::new().await;
+    let officer = scene.subscribe("alice", "officer").await;
+    scene.subscribe("cleared", "leader").await;
+    let (reporter, reporter_sync) = scene.device("alice").await;
+    let (incident, _) = reporter
+        .create_record(&json!({
+            "type": "incident", "title": "农民工讨薪", "category": "social_security",
+            "level": "IV", "grade": "yellow", "known_at": scene.clock.now_ms(),
+            "reported_at": scene.clock.now_ms(),
+        }))
+        .await
+        .unwrap();
+    reporter.wait_received(&incident, WAIT).await.unwrap();
+    // Yellow: the work group (the officers on duty).
+    let yellow = scene.next().await;
+    assert_eq!(
+        (yellow.name.as_str(), yellow.urgency.as_deref()),
+        ("officer", Some("normal"))
+    );
+
+    // Raised to red on the officer's phone: now the leader on duty, loudly.
+    reporter
+        .set_field(&incident, &["grade"], &json!("red"))
+        .await
+        .unwrap();
+    reporter.wait_received(&incident, WAIT).await.unwrap();
+    let red = scene.next().await;
+    assert_eq!(
+        (red.name.as_str(), red.urgency.as_deref()),
+        ("leader", Some("high"))
+    );
+    reporter_sync.stop().await;
+
+    // The leader instructs the officer from his own phone: she is alerted until she acknowledges.
+    let (leader, leader_sync) = scene.device("cleared").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while leader
+        .get(&incident)
+        .await
+        .map_or(true, |doc| doc["type"].is_null())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incident reaches the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    leader
+        .add_instruction_to(&incident, "立即联系劳动监察大队", Some(&officer.user_id))
+        .await
+        .unwrap();
+    leader.wait_received(&incident, WAIT).await.unwrap();
+    let instruction = scene.next().await;
+    assert_eq!(instruction.name, "officer");
+    let body = instruction.json();
+    assert_eq!(body["kind"], "instruction");
+    assert!(body["title"].as_str().unwrap().contains("劳动监察"));
+    scene.clock.advance(3 * MINUTE);
+    let instruction_repeat = scene.next_n(2).await;
+    assert_eq!(
+        instruction_repeat
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["leader", "officer"],
+        "the red alert and the instruction both repeat"
+    );
+    let alert_id = body["alert_id"].as_str().unwrap();
+    let (status, _) = scene
+        .post(
+            &officer.access_token,
+            &format!("/api/alerts/{alert_id}/ack"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    scene.clock.advance(3 * MINUTE);
+    let after_ack = scene.next().await;
+    assert_eq!(
+        after_ack.name,
+        "leader",
+        "only the unacknowledged red alert repeats: {}",
+        after_ack.json()
+    );
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    leader_sync.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it() {
+    let mut scene = Scene::new().await;
+    scene.subscribe("alice", "officer").await;
+    let alice = scene.app().login("alice", "desk").await.user_id;
+    let leader = scene.app().login("cleared", "desk").await.user_id;
+    let (device, sync) = scene.device("alice").await;
+    // A holiday shift from now for two days; the daily report is due at 16:00 (UTC+8).
+    let now = scene.clock.now_ms();
+    let (roster, _) = device
+        .create_record(&json!({
+            "type": "roster", "title": "国庆值班表", "holiday": true,
+            "shifts": [{"start": now, "end": now + 48 * HOUR_MS, "kind": "holiday",
+                "leader": {"user_id": leader, "name": "李局长"},
+                "officers": [{"user_id": alice, "name": "艾丽斯"}]}],
+        }))
+        .await
+        .unwrap();
+    device.wait_received(&roster, WAIT).await.unwrap();
+    // Move to 16:00 local time on the next day.
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    let local = chrono::TimeZone::timestamp_millis_opt(&offset, now).unwrap();
+    let four_pm = (local.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(16, 0, 0)
+        .unwrap()
+        .and_local_timezone(offset)
+        .unwrap();
+    let until = four_pm.timestamp_millis() - scene.clock.now_ms();
+    scene
+        .clock
+        .advance(Duration::from_millis(until as u64 - 60_000));
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    scene.clock.advance(MINUTE);
+    let flagged = scene.next().await;
+    assert_eq!(flagged.name, "officer");
+    assert_eq!(flagged.json()["kind"], "daily_report");
+    let day = four_pm.format("%Y-%m-%d").to_string();
+    let (report, _) = device
+        .create_record(&json!({"type": "daily_report", "date": day, "zero": true,
+                               "submitted_at": scene.clock.now_ms()}))
+        .await
+        .unwrap();
+    device.wait_received(&report, WAIT).await.unwrap();
+    scene.clock.advance(2 * 60 * MINUTE);
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    let resolution: Option<String> =
+        sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = 'daily_report'")
+            .fetch_one(&scene.app().pool)
+            .await
+            .unwrap();
+    assert_eq!(resolution.as_deref(), Some("submitted"));
     sync.stop().await;
 }

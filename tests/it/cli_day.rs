@@ -30,7 +30,7 @@ async fn outcome(data_dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
 }
 
 /// Runs a command that must fail: its exit code and the message of its `{"error"}` line.
-async fn fails(data_dir: &Path, args: &[&str]) -> (i32, String) {
+pub(crate) async fn fails(data_dir: &Path, args: &[&str]) -> (i32, String) {
     let (code, lines) = outcome(data_dir, args).await;
     assert_ne!(code, 0, "zhiban {args:?} succeeded: {lines:?}");
     let message = lines
@@ -41,7 +41,7 @@ async fn fails(data_dir: &Path, args: &[&str]) -> (i32, String) {
 }
 
 /// Runs a command without `--json` and returns what a person reads.
-async fn human(data_dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn human(data_dir: &Path, args: &[&str]) -> String {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_zhiban-under-test"))
@@ -64,7 +64,7 @@ async fn human(data_dir: &Path, args: &[&str]) -> String {
 }
 
 /// Delivers what the commands wrote: a `zhiban run` until the server has received `id`.
-async fn deliver(data_dir: &Path, id: &str) {
+pub(crate) async fn deliver(data_dir: &Path, id: &str) {
     let mut background = spawn(data_dir, &["run", "--for", "40"]);
     background
         .until(Duration::from_secs(30), |line| {

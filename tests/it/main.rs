@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod bad_input;
 mod cli;
+mod cli_alerts;
 mod cli_day;
 mod device;
 mod durability;

@@ -152,8 +152,8 @@ async fn stored_once_per_endpoint(settings: Settings) {
         std::slice::from_ref(&phone.user_id),
         zhiban_server::db::now_ms(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].device_id, laptop.device_id);
     assert_eq!(stored[0].info.endpoint, endpoint);
@@ -358,28 +358,28 @@ async fn revoked_and_expired_not_used(settings: Settings) {
         std::slice::from_ref(&laptop.user_id),
         zhiban_server::db::now_ms(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(ids(alices), vec![kept.clone()]);
     let both = push::subscriptions_for_users(
         &mut app.pool.acquire().await.unwrap(),
         &[laptop.user_id, bob.user_id],
         zhiban_server::db::now_ms(),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let mut expected = vec![kept, bobs];
     expected.sort();
     assert_eq!(ids(both), expected);
     assert!(
         push::subscriptions_for_users(
-        &mut app.pool.acquire().await.unwrap(),
-        &[],
-        zhiban_server::db::now_ms(),
-    )
-            .await
-            .unwrap()
-            .is_empty()
+            &mut app.pool.acquire().await.unwrap(),
+            &[],
+            zhiban_server::db::now_ms(),
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 
@@ -392,16 +392,15 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     let public_key = URL_SAFE_NO_PAD.encode(vapid_public_key(&app, &alice).await);
     receiver.expect_vapid_key(&public_key);
     let id = subscribed(&app, &alice, &receiver.subscribe("alice-phone")).await;
-    let subscription =
-        push::subscriptions_for_users(
+    let subscription = push::subscriptions_for_users(
         &mut app.pool.acquire().await.unwrap(),
         std::slice::from_ref(&alice.user_id),
         zhiban_server::db::now_ms(),
     )
-            .await
-            .unwrap()
-            .pop()
-            .expect("her subscription");
+    .await
+    .unwrap()
+    .pop()
+    .expect("her subscription");
     assert_eq!(subscription.id, id);
     // The running server's sender is not reachable from here; one built on the same stored
     // key signs alike.
@@ -422,7 +421,10 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     assert_eq!(delivery.payload, payload);
     assert_eq!(delivery.urgency.as_deref(), Some("high"));
     assert_eq!(delivery.ttl, 60);
-    assert_eq!(delivery.vapid_sub, zhiban_server::Settings::default().push_contact);
+    assert_eq!(
+        delivery.vapid_sub,
+        zhiban_server::Settings::default().push_contact
+    );
 
     // The push service's answers, as the escalation worker will see them.
     receiver.respond_with("alice-phone", &[429, 503, 410, 404, 400]);
@@ -471,8 +473,8 @@ async fn unreachable_and_silent_push_services_are_retried() {
         &VapidKey::generate(),
         &zhiban_server::Settings::default().push_contact,
     )
-        .unwrap()
-        .with_timeout(Duration::from_millis(300));
+    .unwrap()
+    .with_timeout(Duration::from_millis(300));
     let at = |endpoint: String| {
         let browser = browser_subscription(&endpoint);
         Subscription {

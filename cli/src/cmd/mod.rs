@@ -1,6 +1,8 @@
 //! The commands, one module each: its arguments (a `clap::Args` struct) and its effect
 //! (`apply`, returning the process's exit code).
 
+mod ack;
+mod alerts;
 mod close_pending;
 mod decide;
 mod edit;
@@ -12,6 +14,7 @@ mod log_call;
 mod login;
 mod on_duty;
 mod report;
+mod rollcall;
 mod roster;
 mod run;
 mod search;
@@ -64,6 +67,12 @@ pub(crate) enum Command {
     OnDuty(on_duty::OnDuty),
     /// Search the duty record on the server.
     Search(search::Search),
+    /// The alerts that reached you, from the server: the open ones, or --all.
+    Alerts(alerts::Alerts),
+    /// Acknowledge an alert: its repeats and escalation stop.
+    Ack(ack::Ack),
+    /// Call, answer or list roll-calls (a superior office checking a duty post).
+    Rollcall(rollcall::Rollcall),
 }
 
 impl Command {
@@ -87,6 +96,9 @@ impl Command {
             Command::Roster(command) => command.apply(context).await,
             Command::OnDuty(command) => command.apply(context).await,
             Command::Search(command) => command.apply(context).await,
+            Command::Alerts(command) => command.apply(context).await,
+            Command::Ack(command) => command.apply(context).await,
+            Command::Rollcall(command) => command.apply(context).await,
         }
     }
 }
@@ -122,7 +134,8 @@ pub(crate) fn explain(error: Error) -> anyhow::Error {
     }
 }
 
-/// [`explain`] for the questions only the server can answer (`search`, `on-duty`).
+/// [`explain`] for the questions only the server can answer (`search`, `on-duty`, alerts
+/// and roll-calls).
 pub(crate) fn explain_online(error: Error, question: &str) -> anyhow::Error {
     match error {
         Error::Network(reason) => anyhow::anyhow!(

@@ -121,7 +121,9 @@ async fn list(
     if query.mine {
         select.push(" AND t.user_id IS NOT NULL");
     }
-    select.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ").bind(limit);
+    select
+        .push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
+        .bind(limit);
     let alerts = select
         .query()
         .fetch_all(&state.pool)
@@ -337,7 +339,10 @@ async fn call(
         unit_id: call.unit_id.clone(),
         classified: false,
         grade: None,
-        title: format!("Roll-call for {name}: answer within {} min", window_secs / 60),
+        title: format!(
+            "Roll-call for {name}: answer within {} min",
+            window_secs / 60
+        ),
         steps: policy::rollcall_steps(&identity.user_id, window_secs),
         due_at: None,
         responsible: None,
@@ -370,7 +375,9 @@ async fn call(
         &state,
         Entry::new("rollcall.call")
             .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({"rollcall_id": id, "unit_id": call.unit_id, "window_secs": window_secs})),
+            .detail(
+                json!({"rollcall_id": id, "unit_id": call.unit_id, "window_secs": window_secs}),
+            ),
     )
     .await?;
     Ok((
@@ -538,7 +545,8 @@ async fn put_policy(
         ));
     }
     policy::validate(&body.steps).map_err(AppError::BadRequest)?;
-    let steps = serde_json::to_string(&body.steps).map_err(|error| AppError::Internal(error.into()))?;
+    let steps =
+        serde_json::to_string(&body.steps).map_err(|error| AppError::Internal(error.into()))?;
     sqlx::query(
         "INSERT INTO escalation_policies (unit_id, grade, steps, updated_by, updated_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (unit_id, grade) DO UPDATE SET \

@@ -26,6 +26,21 @@ pub struct Queued {
     pub attempts: i64,
 }
 
+/// Outbox rows this node is sending right now: not claimed again while in flight, even if
+/// their lease runs out meanwhile (the clock may jump).
+#[derive(Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashSet<i64>>);
+
+impl InFlight {
+    fn start(&self, id: i64) -> bool {
+        self.0.lock().expect("in-flight lock").insert(id)
+    }
+
+    fn done(&self, id: i64) {
+        self.0.lock().expect("in-flight lock").remove(&id);
+    }
+}
+
 /// Attempts before a push is given up; the alert's repeats and escalation go on regardless.
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -57,8 +72,15 @@ pub async fn run(state: AppState, mut queue: mpsc::UnboundedReceiver<Queued>) {
             },
             () = state.shutdown.cancelled() => return,
         };
+        if !state.sending.start(queued.outbox_id) {
+            continue;
+        }
         let state_for_task = state.clone();
-        state.tasks.spawn(async move { send(&state_for_task, queued).await });
+        state.tasks.spawn(async move {
+            let id = queued.outbox_id;
+            send(&state_for_task, queued).await;
+            state_for_task.sending.done(id);
+        });
     }
 }
 
@@ -108,7 +130,10 @@ async fn record(state: &AppState, queued: &Queued, outcome: &Outcome) -> Result<
             .bind(queued.outbox_id)
             .execute(&mut *tx)
             .await?;
-            ("push.retry", json!({"reason": reason, "next_attempt_at": next}))
+            (
+                "push.retry",
+                json!({"reason": reason, "next_attempt_at": next}),
+            )
         }
         Outcome::Retry { reason, .. } => {
             failed(&mut tx, queued, attempts, "rejected", reason).await?;
@@ -180,7 +205,11 @@ pub async fn claim_due(
     now: i64,
     sqlite: bool,
 ) -> Result<Vec<Queued>, sqlx::Error> {
-    let lock = if sqlite { "" } else { " FOR UPDATE SKIP LOCKED" };
+    let lock = if sqlite {
+        ""
+    } else {
+        " FOR UPDATE SKIP LOCKED"
+    };
     let text = format!(
         "UPDATE push_outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM push_outbox \
          WHERE status = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT 64{lock}) \

@@ -20,7 +20,7 @@ use crate::db::{Arg, Sql};
 use crate::projection::Projection;
 use crate::push::subscriptions_for_users;
 pub use api::{alert_timeline as timeline_of, routes};
-pub use delivery::Queued;
+pub use delivery::{InFlight, Queued};
 use policy::Step;
 pub use worker::spawn;
 
@@ -266,7 +266,9 @@ pub async fn run_step(
     let next_step_at = alert.step_at(alert.step + 1);
     let repeat_at = step.repeat_every_secs.map(|every| now + every * 1000);
     let next = match (repeat_at, next_step_at) {
-        (Some(repeat), Some(next)) if repeat < next => Some((alert.step, alert.repeats + 1, repeat)),
+        (Some(repeat), Some(next)) if repeat < next => {
+            Some((alert.step, alert.repeats + 1, repeat))
+        }
         (Some(repeat), None) => Some((alert.step, alert.repeats + 1, repeat)),
         (_, Some(next)) => Some((alert.step + 1, 0, next.max(now))),
         (None, None) => None,
@@ -485,10 +487,12 @@ async fn resolve_alert(
     }
     cancel_pending(connection, &alert.id).await?;
     if alert.kind == "rollcall" && resolution == "missed" {
-        sqlx::query("UPDATE rollcalls SET status = 'missed' WHERE alert_id = $1 AND status = 'open'")
-            .bind(&alert.id)
-            .execute(&mut *connection)
-            .await?;
+        sqlx::query(
+            "UPDATE rollcalls SET status = 'missed' WHERE alert_id = $1 AND status = 'open'",
+        )
+        .bind(&alert.id)
+        .execute(&mut *connection)
+        .await?;
     }
     timeline(
         connection,
@@ -549,7 +553,15 @@ pub async fn after_projection(
     }
     if let Some((unit_id, _, report)) = &projection.daily_report {
         let key = format!("daily_report:{unit_id}:{}", report.date);
-        resolve_where(connection, |q| { q.push("dedupe_key = ").bind(key); }, "submitted", now).await?;
+        resolve_where(
+            connection,
+            |q| {
+                q.push("dedupe_key = ").bind(key);
+            },
+            "submitted",
+            now,
+        )
+        .await?;
     }
     if let Some((unit_id, classified, roster)) = &projection.roster
         && roster.holiday
@@ -557,7 +569,15 @@ pub async fn after_projection(
     {
         let key = format!("holiday_roster:{id}");
         if roster.submitted_at.is_some() {
-            resolve_where(connection, |q| { q.push("dedupe_key = ").bind(key); }, "submitted", now).await?;
+            resolve_where(
+                connection,
+                |q| {
+                    q.push("dedupe_key = ").bind(key);
+                },
+                "submitted",
+                now,
+            )
+            .await?;
         } else {
             let alert = NewAlert {
                 kind: "holiday_roster",
@@ -626,7 +646,15 @@ async fn incident_alerts(
         };
         let key = format!("instruction:{id}:{position}:{}", instruction.at);
         if instruction.done {
-            resolve_where(connection, |q| { q.push("dedupe_key = ").bind(key); }, "done", now).await?;
+            resolve_where(
+                connection,
+                |q| {
+                    q.push("dedupe_key = ").bind(key);
+                },
+                "done",
+                now,
+            )
+            .await?;
             continue;
         }
         let verified: Option<String> = sqlx::query_scalar(

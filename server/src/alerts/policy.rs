@@ -102,11 +102,12 @@ pub async fn steps_for(
     unit_id: &str,
     grade: &str,
 ) -> Result<Vec<Step>, sqlx::Error> {
-    let row = sqlx::query("SELECT steps FROM escalation_policies WHERE unit_id = $1 AND grade = $2")
-        .bind(unit_id)
-        .bind(grade)
-        .fetch_optional(connection)
-        .await?;
+    let row =
+        sqlx::query("SELECT steps FROM escalation_policies WHERE unit_id = $1 AND grade = $2")
+            .bind(unit_id)
+            .bind(grade)
+            .fetch_optional(connection)
+            .await?;
     if let Some(row) = row {
         let text: String = row.try_get("steps")?;
         match serde_json::from_str(&text) {

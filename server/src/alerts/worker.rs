@@ -93,7 +93,11 @@ async fn run_due_steps(
     } else {
         state.pool.begin().await?
     };
-    let lock = if sqlite { "" } else { " FOR UPDATE SKIP LOCKED" };
+    let lock = if sqlite {
+        ""
+    } else {
+        " FOR UPDATE SKIP LOCKED"
+    };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM alerts WHERE next_at <= $1 AND acknowledged_at IS NULL \
          AND resolved_at IS NULL ORDER BY next_at LIMIT {STEPS_PER_BATCH}{lock}",
@@ -146,7 +150,9 @@ async fn daily_reports(state: &AppState, now: i64) -> Result<(), sqlx::Error> {
             unit_id,
             classified: false,
             grade: None,
-            title: format!("Holiday daily report for {day} not yet sent (a zero report if nothing happened)"),
+            title: format!(
+                "Holiday daily report for {day} not yet sent (a zero report if nothing happened)"
+            ),
             steps: policy::daily_report_steps(),
             due_at: None,
             responsible: None,

@@ -634,12 +634,7 @@ impl DocumentActor {
                 writes.push(Write::Audit(entry));
                 registered = Some(meta);
             }
-            let meta = registered.as_ref().or(self.meta.as_ref());
-            if let Some(meta) = meta.filter(|meta| !meta.catalog)
-                && let Some(rows) = projection::project(self.document_id, meta, &self.document)
-            {
-                writes.push(Write::Project(Box::new(rows)));
-            }
+            // Bindings first: the projection checks who wrote an instruction or approval.
             let bound: Vec<(ActorId, String)> = self
                 .new_actors
                 .drain(..)
@@ -652,6 +647,12 @@ impl DocumentActor {
                     (actor, peer.identity.user_id.clone())
                 })
                 .collect();
+            let meta = registered.as_ref().or(self.meta.as_ref());
+            if let Some(meta) = meta.filter(|meta| !meta.catalog)
+                && let Some(rows) = projection::project(self.document_id, meta, &self.document)
+            {
+                writes.push(Write::Project(Box::new(rows)));
+            }
             for (peer, changes) in self.authors.drain(..) {
                 writes.push(Write::Audit(
                     audit::Entry::new("sync.change")

@@ -1,0 +1,199 @@
+//! `zhiban rollcall call|answer|list` — roll-calls (D16), on the server: a superior office
+//! calls a unit's duty post, which answers within the window; the delay is kept, and a call
+//! left unanswered counts as missed.
+//!
+//! ```text
+//! zhiban rollcall call UNIT_ID [--window-secs N]
+//! zhiban rollcall answer ID        (the roll-call's id, or its alert's from `zhiban alerts`)
+//! zhiban rollcall list [--unit UNIT_ID]
+//! ```
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use zhiban_client_core::Device;
+
+use super::{explain_online, local_time};
+use crate::{Context, EXIT_OK};
+
+#[derive(Args, Debug)]
+pub(crate) struct Rollcall {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand, Debug)]
+enum Action {
+    /// Call a roll-call on a unit below yours (a superior office's duty post).
+    Call(Call),
+    /// Answer a roll-call on your unit.
+    Answer(Answer),
+    /// List a unit's roll-calls, newest first, with how long each answer took.
+    List(List),
+}
+
+#[derive(Args, Debug)]
+struct Call {
+    /// The unit whose duty post is called.
+    #[arg(value_name = "UNIT_ID")]
+    unit: String,
+    /// How long the duty post has to answer, 30 to 3600 seconds; 5 minutes if not given.
+    #[arg(long, value_name = "N")]
+    window_secs: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+struct Answer {
+    /// The roll-call's id, or the id of its alert as `zhiban alerts` shows it.
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct List {
+    /// The unit's id; your own unit if not given.
+    #[arg(long, value_name = "UNIT_ID")]
+    unit: Option<String>,
+}
+
+impl Rollcall {
+    pub async fn apply(self, context: &Context) -> anyhow::Result<i32> {
+        let device = context.device().await?;
+        let online = |error| explain_online(error, "a roll-call");
+        match self.action {
+            Action::Call(call) => {
+                let answer = device
+                    .call_rollcall(&call.unit, call.window_secs)
+                    .await
+                    .map_err(online)?;
+                let due = answer["due_at"]
+                    .as_i64()
+                    .map_or_else(|| "?".into(), local_time);
+                context.out.emit(
+                    &answer,
+                    format_args!(
+                        "roll-call {} called on {}: the duty post must answer by {due}",
+                        answer["id"].as_str().unwrap_or("?"),
+                        call.unit
+                    ),
+                )?;
+            }
+            Action::Answer(answer) => {
+                let id = rollcall_id(&device, &answer.id).await.map_err(online)?;
+                let answer = device.answer_rollcall(&id).await.map_err(online)?;
+                context.out.emit(
+                    &answer,
+                    format_args!(
+                        "answered roll-call {id} after {}",
+                        delay(answer["delay_ms"].as_i64().unwrap_or_default())
+                    ),
+                )?;
+            }
+            Action::List(list) => {
+                let answer = device
+                    .rollcalls(list.unit.as_deref())
+                    .await
+                    .map_err(online)?;
+                context.out.emit(&answer, render(&answer))?;
+            }
+        }
+        Ok(EXIT_OK)
+    }
+}
+
+/// The roll-call `id` names: itself, or the roll-call whose alert it is. An alert (what a
+/// push and `zhiban alerts` show) does not carry its roll-call's id, so the user's unit's
+/// roll-calls are looked up; an id found in neither is left for the server to refuse.
+async fn rollcall_id(device: &Device, id: &str) -> Result<String, zhiban_client_core::Error> {
+    let own = device.rollcalls(None).await?;
+    let rollcalls = own["rollcalls"].as_array().map_or(&[][..], Vec::as_slice);
+    let found = rollcalls
+        .iter()
+        .find(|rollcall| rollcall["id"] == id || rollcall["alert_id"] == id)
+        .and_then(|rollcall| rollcall["id"].as_str());
+    Ok(found.unwrap_or(id).to_owned())
+}
+
+/// One line per roll-call: `ID  called TIME by USER  STATUS`.
+fn render(answer: &Value) -> String {
+    let unit = answer["unit_id"].as_str().unwrap_or("?");
+    let rollcalls = answer["rollcalls"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    if rollcalls.is_empty() {
+        return format!("no roll-calls for unit {unit}");
+    }
+    rollcalls
+        .iter()
+        .map(|rollcall| {
+            let called_at = rollcall["called_at"].as_i64().unwrap_or_default();
+            let status = match rollcall["status"].as_str() {
+                Some("answered") => format!(
+                    "answered after {} by {}",
+                    delay(rollcall["delay_ms"].as_i64().unwrap_or_default()),
+                    rollcall["answered_by"].as_str().unwrap_or("?")
+                ),
+                Some("open") => format!(
+                    "open until {}",
+                    local_time(called_at + rollcall["window_ms"].as_i64().unwrap_or_default())
+                ),
+                Some(other) => other.to_owned(),
+                None => "?".into(),
+            };
+            format!(
+                "{}  called {} by {}  {status}",
+                rollcall["id"].as_str().unwrap_or("?"),
+                local_time(called_at),
+                rollcall["called_by"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A delay as people say it: `850 ms`, `12 s`, `4 min 5 s`.
+fn delay(millis: i64) -> String {
+    match millis {
+        ..1_000 => format!("{millis} ms"),
+        1_000..60_000 => format!("{} s", millis / 1_000),
+        _ => match (millis / 60_000, millis % 60_000 / 1_000) {
+            (minutes, 0) => format!("{minutes} min"),
+            (minutes, seconds) => format!("{minutes} min {seconds} s"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn delays_read_in_the_largest_fitting_unit() {
+        assert_eq!(delay(850), "850 ms");
+        assert_eq!(delay(12_400), "12 s");
+        assert_eq!(delay(120_000), "2 min");
+        assert_eq!(delay(245_000), "4 min 5 s");
+    }
+
+    #[test]
+    fn each_rollcall_reads_as_one_line_with_its_outcome() {
+        assert_eq!(
+            render(&json!({"unit_id": "u", "rollcalls": []})),
+            "no roll-calls for unit u"
+        );
+        let human = render(&json!({"unit_id": "u", "rollcalls": [
+            {"id": "r2", "called_by": "d", "called_at": 0, "window_ms": 300_000,
+             "status": "answered", "answered_by": "a", "delay_ms": 3_000},
+            {"id": "r1", "called_by": "d", "called_at": 0, "window_ms": 300_000,
+             "status": "missed", "answered_by": null, "delay_ms": null},
+        ]}));
+        let lines: Vec<&str> = human.lines().collect();
+        assert!(lines[0].starts_with("r2  called "), "{human}");
+        assert!(
+            lines[0].ends_with(" by d  answered after 3 s by a"),
+            "{human}"
+        );
+        assert!(lines[1].ends_with(" by d  missed"), "{human}");
+    }
+}

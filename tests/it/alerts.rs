@@ -262,6 +262,10 @@ async fn red_alert_escalates_until_acknowledged(scene: Scene) {
         inbox["alerts"][0]["acknowledged_by"],
         leader.user_id.as_str()
     );
+    // The key figures count it: acknowledged 10 minutes after it was raised (D17).
+    let kpis = get(scene.app(), &leader.access_token, "/api/kpis").await;
+    assert_eq!(kpis["acknowledgement"]["acknowledged"], 1, "{kpis}");
+    assert_eq!(kpis["acknowledgement"]["median_secs"], 600, "{kpis}");
     sync.stop().await;
 }
 
@@ -466,6 +470,15 @@ async fn a_roll_call_reaches_the_duty_post_and_an_unanswered_one_counts_as_misse
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["missed", "answered"]);
+    let kpis = get(
+        scene.app(),
+        &district.access_token,
+        &format!("/api/kpis?unit={unit_a}"),
+    )
+    .await;
+    assert_eq!(kpis["rollcalls"]["total"], 2, "{kpis}");
+    assert_eq!(kpis["rollcalls"]["answered_in_time"], 1, "{kpis}");
+    assert_eq!(kpis["rollcalls"]["answer_rate"], 0.5, "{kpis}");
 
     // Only a superior office calls a roll: not the unit itself, not a sibling.
     for (who, status) in [("alice", 403), ("bob", 404)] {
@@ -677,6 +690,53 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
     scene.receiver.expect_none(Duration::from_millis(300)).await;
     let resolution: Option<String> =
         sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = 'daily_report'")
+            .fetch_one(&scene.app().pool)
+            .await
+            .unwrap();
+    assert_eq!(resolution.as_deref(), Some("submitted"));
+    sync.stop().await;
+}
+
+#[tokio::test]
+async fn a_holiday_roster_not_submitted_3_days_ahead_reaches_the_leader_then_the_superior() {
+    let mut scene = Scene::new().await;
+    scene.subscribe("cleared", "leader").await;
+    scene.subscribe("district", "district").await;
+    let (device, sync) = scene.device("alice").await;
+    // The holiday starts in 5 days: the roster is due in 2 days; a reminder comes a day before.
+    let starts = scene.clock.now_ms() + 5 * 24 * HOUR_MS;
+    let (roster, _) = device
+        .create_record(&json!({
+            "type": "roster", "title": "春节值班表", "holiday": true,
+            "shifts": [{"start": starts, "end": starts + 24 * HOUR_MS, "kind": "holiday"}],
+        }))
+        .await
+        .unwrap();
+    device.wait_received(&roster, WAIT).await.unwrap();
+    scene.clock.advance(23 * 60 * MINUTE);
+    scene.receiver.expect_none(Duration::from_millis(300)).await;
+    scene.clock.advance(60 * MINUTE);
+    let reminder = scene.next().await;
+    assert_eq!(reminder.name, "leader");
+    assert_eq!(reminder.json()["kind"], "holiday_roster");
+    assert_eq!(reminder.json()["due_at"], starts - 3 * 24 * HOUR_MS);
+    scene.clock.advance(24 * 60 * MINUTE);
+    let overdue = scene.next_n(2).await;
+    assert_eq!(
+        overdue
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["district", "leader"]
+    );
+    // Submitted: nothing more.
+    device
+        .set_field(&roster, &["submitted_at"], &json!(scene.clock.now_ms()))
+        .await
+        .unwrap();
+    device.wait_received(&roster, WAIT).await.unwrap();
+    let resolution: Option<String> =
+        sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = 'holiday_roster'")
             .fetch_one(&scene.app().pool)
             .await
             .unwrap();

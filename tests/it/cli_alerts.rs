@@ -36,10 +36,12 @@ async fn cli_alerts_a_rollcall_is_seen_answered_once_and_listed_with_its_delay()
     let alert = called[0]["alert_id"].as_str().unwrap().to_owned();
     assert!(called[0]["due_at"].is_i64(), "{called:?}");
 
-    // The town's duty post sees it among its open alerts, and answers it by the id shown.
+    // The town's duty post sees it among its open alerts, and answers it by acknowledging
+    // the alert shown.
     let inbox = run(alice, &["alerts"]).await;
     let seen = listed(&inbox[0], &alert).unwrap_or_else(|| panic!("{inbox:?}"));
     assert_eq!(seen["kind"], "rollcall");
+    assert_eq!(seen["rollcall_id"], rollcall.as_str());
     assert_eq!(seen["targeted"], true);
     assert!(seen["title"].as_str().unwrap().contains("Town A"), "{seen}");
     let text = human(alice, &["alerts"]).await;
@@ -50,7 +52,7 @@ async fn cli_alerts_a_rollcall_is_seen_answered_once_and_listed_with_its_delay()
         ),
         "{text}"
     );
-    let answered = run(alice, &["rollcall", "answer", &alert]).await;
+    let answered = run(alice, &["ack", &alert]).await;
     assert_eq!(answered[0]["id"], rollcall.as_str(), "{answered:?}");
     assert_eq!(answered[0]["status"], "answered");
     let delay = answered[0]["delay_ms"].as_i64().unwrap();
@@ -104,7 +106,7 @@ async fn cli_alerts_a_rollcall_is_seen_answered_once_and_listed_with_its_delay()
         "{message}"
     );
 
-    // Answered, it is no longer open; a roll-call's alert is answered, not acknowledged.
+    // Answered, it is no longer open; acknowledging its alert would have answered it too.
     let open = run(alice, &["alerts"]).await;
     assert!(listed(&open[0], &alert).is_none(), "{open:?}");
     let all = run(alice, &["alerts", "--all"]).await;
@@ -112,7 +114,7 @@ async fn cli_alerts_a_rollcall_is_seen_answered_once_and_listed_with_its_delay()
     assert_eq!(ended["resolution"], "answered");
     let (code, message) = fails(alice, &["ack", &alert]).await;
     assert_eq!(code, 1);
-    assert!(message.contains("409"), "{message}");
+    assert!(message.contains("already answered"), "{message}");
 }
 
 #[tokio::test]

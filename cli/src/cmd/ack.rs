@@ -1,5 +1,6 @@
 //! `zhiban ack ALERT_ID` — acknowledges an alert on the server (D23): its repeats and
-//! escalation stop. An alert already acknowledged or ended is left as it is, and said so.
+//! escalation stop; a roll-call's alert is answered (D16). An alert already acknowledged or
+//! ended is left as it is, and said so.
 
 use clap::Args;
 use serde_json::Value;
@@ -28,6 +29,9 @@ impl Ack {
 
 fn render(id: &str, answer: &Value) -> String {
     let time = |key: &str| answer[key].as_i64().map_or_else(|| "?".into(), local_time);
+    if answer["status"] == "answered" {
+        return format!("answered roll-call {}", answer["id"].as_str().unwrap_or(id));
+    }
     if answer["already"] != true {
         return format!("acknowledged {id}");
     }

@@ -78,8 +78,8 @@ impl Rollcall {
                 )?;
             }
             Action::Answer(answer) => {
-                let id = rollcall_id(&device, &answer.id).await.map_err(online)?;
-                let answer = device.answer_rollcall(&id).await.map_err(online)?;
+                let id = &answer.id;
+                let answer = device.answer_rollcall(id).await.map_err(online)?;
                 context.out.emit(
                     &answer,
                     format_args!(
@@ -98,19 +98,6 @@ impl Rollcall {
         }
         Ok(EXIT_OK)
     }
-}
-
-/// The roll-call `id` names: itself, or the roll-call whose alert it is. An alert (what a
-/// push and `zhiban alerts` show) does not carry its roll-call's id, so the user's unit's
-/// roll-calls are looked up; an id found in neither is left for the server to refuse.
-async fn rollcall_id(device: &Device, id: &str) -> Result<String, zhiban_client_core::Error> {
-    let own = device.rollcalls(None).await?;
-    let rollcalls = own["rollcalls"].as_array().map_or(&[][..], Vec::as_slice);
-    let found = rollcalls
-        .iter()
-        .find(|rollcall| rollcall["id"] == id || rollcall["alert_id"] == id)
-        .and_then(|rollcall| rollcall["id"].as_str());
-    Ok(found.unwrap_or(id).to_owned())
 }
 
 /// One line per roll-call: `ID  called TIME by USER  STATUS`.

@@ -37,6 +37,9 @@ struct AlertView {
     id: String,
     kind: String,
     document_id: Option<String>,
+    /// For a roll-call's alert: the roll-call to answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollcall_id: Option<String>,
     unit_id: String,
     classified: bool,
     grade: Option<String>,
@@ -55,7 +58,7 @@ struct AlertView {
     timeline: Option<Vec<Value>>,
 }
 
-const VIEW_COLUMNS: &str = "a.id, a.kind, a.document_id, a.unit_id, a.classified, a.grade, \
+const VIEW_COLUMNS: &str = "a.id, a.kind, a.dedupe_key, a.document_id, a.unit_id, a.classified, a.grade, \
      a.title, a.created_at, a.due_at, a.step, a.next_at, a.acknowledged_at, a.acknowledged_by, \
      a.resolved_at, a.resolution, \
      CAST(CASE WHEN t.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS targeted";
@@ -65,6 +68,10 @@ fn view(row: &sqlx::any::AnyRow) -> Result<AlertView, sqlx::Error> {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
         document_id: row.try_get("document_id")?,
+        rollcall_id: row
+            .try_get::<String, _>("dedupe_key")?
+            .strip_prefix("rollcall:")
+            .map(str::to_owned),
         unit_id: row.try_get("unit_id")?,
         classified: row.try_get::<i64, _>("classified")? != 0,
         grade: row.try_get("grade")?,
@@ -207,10 +214,9 @@ async fn acknowledge(
     if !alert.targeted && !matches!(identity.role, Role::Leader | Role::Officer | Role::Admin) {
         return Err(AppError::Forbidden("this alert was not sent to you"));
     }
-    if alert.kind == "rollcall" {
-        return Err(AppError::Conflict(
-            "a roll-call is answered: POST /api/rollcalls/{id}/answer".into(),
-        ));
+    // Acknowledging a roll-call's alert is answering the roll-call (D16).
+    if let Some(rollcall) = &alert.rollcall_id {
+        return answer_rollcall(&state, &identity, rollcall).await.map(Json);
     }
     let now = state.clock.now_ms();
     let mut tx = state.pool.begin().await?;
@@ -392,10 +398,18 @@ async fn answer(
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
+    answer_rollcall(&state, &identity, &id).await.map(Json)
+}
+
+async fn answer_rollcall(
+    state: &AppState,
+    identity: &Identity,
+    id: &str,
+) -> Result<Value, AppError> {
     let row = sqlx::query(
         "SELECT unit_id, called_at, window_ms, status, alert_id FROM rollcalls WHERE id = $1",
     )
-    .bind(&id)
+    .bind(id)
     .fetch_optional(&state.pool)
     .await?
     .ok_or(AppError::NotFound("no such roll-call"))?;
@@ -407,26 +421,27 @@ async fn answer(
     let window_ms: i64 = row.try_get("window_ms")?;
     let alert_id: String = row.try_get("alert_id")?;
     let now = state.clock.now_ms();
-    if now > called_at + window_ms {
-        return Err(AppError::Conflict(
-            "the roll-call's window has closed: it counts as missed".into(),
-        ));
-    }
     let mut tx = state.pool.begin().await?;
     let updated = sqlx::query(
         "UPDATE rollcalls SET status = 'answered', answered_at = $1, answered_by = $2 \
-         WHERE id = $3 AND status = 'open'",
+         WHERE id = $3 AND status = 'open' AND called_at + window_ms >= $1",
     )
     .bind(now)
     .bind(&identity.user_id)
-    .bind(&id)
+    .bind(id)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        return Err(AppError::Conflict(format!(
-            "the roll-call is already {}",
-            row.try_get::<String, _>("status")?
-        )));
+        let status: String = sqlx::query_scalar("SELECT status FROM rollcalls WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(AppError::Conflict(match status.as_str() {
+            "open" if now > called_at + window_ms => {
+                "the roll-call's window has closed: it counts as missed".into()
+            }
+            other => format!("the roll-call is already {other}"),
+        }));
     }
     let alert = stored_alert(&mut tx, &alert_id).await?;
     super::resolve_alert(&mut tx, &alert, "answered", now).await?;
@@ -441,15 +456,13 @@ async fn answer(
     .await?;
     tx.commit().await?;
     audit::record(
-        &state,
+        state,
         Entry::new("rollcall.answer")
             .by(&identity.user_id, Some(&identity.device_id))
             .detail(json!({"rollcall_id": id, "delay_ms": now - called_at})),
     )
     .await?;
-    Ok(Json(
-        json!({"id": id, "status": "answered", "answered_at": now, "delay_ms": now - called_at}),
-    ))
+    Ok(json!({"id": id, "status": "answered", "answered_at": now, "delay_ms": now - called_at}))
 }
 
 #[derive(Deserialize)]

@@ -24,6 +24,8 @@ pub use delivery::{InFlight, Queued};
 use policy::Step;
 pub use worker::spawn;
 
+const HOLIDAY_ROSTER_AHEAD_MS: i64 = 3 * 24 * 3_600_000;
+
 /// How long a node owns an outbox row it is sending before another may take it over.
 const LEASE_MS: i64 = 60_000;
 
@@ -49,6 +51,7 @@ pub struct NewAlert {
 pub struct Alert {
     pub id: String,
     pub kind: String,
+    pub dedupe_key: String,
     pub document_id: Option<String>,
     pub unit_id: String,
     pub classified: bool,
@@ -62,14 +65,15 @@ pub struct Alert {
 }
 
 impl Alert {
-    pub const COLUMNS: &'static str = "id, kind, document_id, unit_id, classified, grade, title, \
-         steps, created_at, due_at, step, repeats";
+    pub const COLUMNS: &'static str = "id, kind, dedupe_key, document_id, unit_id, classified, \
+         grade, title, steps, created_at, due_at, step, repeats";
 
     pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
         let steps: String = row.try_get("steps")?;
         Ok(Self {
             id: row.try_get("id")?,
             kind: row.try_get("kind")?,
+            dedupe_key: row.try_get("dedupe_key")?,
             document_id: row.try_get("document_id")?,
             unit_id: row.try_get("unit_id")?,
             classified: row.try_get::<i64, _>("classified")? != 0,
@@ -81,6 +85,11 @@ impl Alert {
             step: row.try_get::<i64, _>("step")?.max(0) as usize,
             repeats: row.try_get("repeats")?,
         })
+    }
+
+    /// The roll-call a `rollcall` alert is for.
+    pub fn rollcall_id(&self) -> Option<&str> {
+        self.dedupe_key.strip_prefix("rollcall:")
     }
 
     fn base(&self) -> i64 {
@@ -120,6 +129,7 @@ pub async fn raise(
     let mut alert = Alert {
         id: uuid::Uuid::now_v7().to_string(),
         kind: new.kind.to_owned(),
+        dedupe_key: new.dedupe_key,
         document_id: new.document_id,
         unit_id: new.unit_id,
         classified: new.classified,
@@ -140,7 +150,7 @@ pub async fn raise(
     )
     .bind(&alert.id)
     .bind(&alert.kind)
-    .bind(&new.dedupe_key)
+    .bind(&alert.dedupe_key)
     .bind(alert.document_id.as_deref())
     .bind(&alert.unit_id)
     .bind(i64::from(alert.classified))
@@ -409,6 +419,9 @@ fn payload(alert: &Alert, step: &Step) -> Value {
         "alert_id": alert.id, "kind": alert.kind, "grade": alert.grade,
         "step": alert.step, "repeat": alert.repeats, "expired": step.expire,
     });
+    if let Some(rollcall) = alert.rollcall_id() {
+        payload["rollcall_id"] = json!(rollcall);
+    }
     if alert.classified {
         payload["classified"] = json!(true);
         payload["title"] = json!("A classified matter needs you: open the app");
@@ -563,9 +576,13 @@ pub async fn after_projection(
         )
         .await?;
     }
+    // A holiday roster is due at the superior office 3 days before it starts (D3).
     if let Some((unit_id, classified, roster)) = &projection.roster
         && roster.holiday
-        && let Some(due_at) = roster.due_at
+        && let Some(due_at) = roster.due_at.or_else(|| {
+            let starts = roster.shifts.iter().map(|shift| shift.start).min()?;
+            Some(starts - HOLIDAY_ROSTER_AHEAD_MS)
+        })
     {
         let key = format!("holiday_roster:{id}");
         if roster.submitted_at.is_some() {

@@ -329,8 +329,8 @@ fn report(
 }
 
 /// Writes outside the server's writer task, for the `admin` commands.
-/// Pushes these writes queue are not sent from here: their lease runs out and the server's
-/// worker sends them.
+/// Pushes these writes put in the outbox are not sent from here: when their lease runs out,
+/// the server's worker sends them.
 pub async fn write_now(pool: &Pool, backend: Backend, writes: &[Write]) -> Result<(), sqlx::Error> {
     let refs: Vec<&Write> = writes.iter().collect();
     apply(pool, backend, &refs, now_ms()).await.map(|_| ())

@@ -743,3 +743,73 @@ async fn a_holiday_roster_not_submitted_3_days_ahead_reaches_the_leader_then_the
     assert_eq!(resolution.as_deref(), Some("submitted"));
     sync.stop().await;
 }
+
+#[tokio::test]
+async fn alert_and_policy_requests_out_of_bounds_get_clear_errors() {
+    let scene = Scene::new().await;
+    let unit_a = scene.org.unit_a.clone();
+    let app = scene.app();
+    let leader = app.login("cleared", "desk").await.access_token;
+    let officer = app.login("alice", "desk").await.access_token;
+    let bob = app.login("bob", "desk").await.access_token;
+    let (status, body) = scene
+        .post(&leader, "/api/alerts/nope/ack", &json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("no such alert"))
+    );
+
+    let policy = format!("/api/escalation-policies/{unit_a}/red");
+    let put = |token: String, body: Value| {
+        let url = scene.app().url(&policy);
+        let http = scene.app().http.clone();
+        async move {
+            let response = http
+                .put(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let good = json!({"steps": [{"after_secs": 0, "targets": ["leader_on_duty"], "repeat_every_secs": 120}]});
+    let (status, _) = put(officer.clone(), good.clone()).await;
+    assert_eq!(status, 403, "an officer does not set policy");
+    let (status, _) = put(bob.clone(), good.clone()).await;
+    assert_eq!(status, 404, "another unit's policy is not even visible");
+    for (bad, message) in [
+        (
+            json!({"steps": [{"after_secs": 0, "targets": ["the_mayor"]}]}),
+            "unknown target",
+        ),
+        (
+            json!({"steps": [{"after_secs": 0, "targets": []}]}),
+            "no targets",
+        ),
+        (
+            json!({"steps": [{"after_secs": 0, "targets": ["leader_on_duty"], "repeat_every_secs": 5}]}),
+            "once a minute",
+        ),
+        (
+            json!({"steps": [{"after_secs": 600, "targets": ["unit_leaders"]}, {"after_secs": 0, "targets": ["leader_on_duty"]}]}),
+            "comes before",
+        ),
+    ] {
+        let (status, body) = put(leader.clone(), bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(message), "{body}");
+    }
+    let (status, body) = put(leader.clone(), json!({"steps": "soon"})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = put(leader.clone(), good.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let stored = get(scene.app(), &officer, &policy).await;
+    assert_eq!(stored["steps"], good["steps"]);
+    assert!(scene.app().healthy().await);
+}

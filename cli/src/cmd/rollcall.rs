@@ -10,7 +10,6 @@
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use zhiban_client_core::Device;
 
 use super::{explain_online, local_time};
 use crate::{Context, EXIT_OK};

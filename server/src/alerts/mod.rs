@@ -426,7 +426,9 @@ fn payload(alert: &Alert, step: &Step) -> Value {
         payload["classified"] = json!(true);
         payload["title"] = json!("A classified matter needs you: open the app");
     } else {
-        payload["title"] = json!(alert.title);
+        // Push payloads are capped (3052 bytes); the app shows the rest.
+        let title: String = alert.title.chars().take(300).collect();
+        payload["title"] = json!(title);
         payload["document_id"] = json!(alert.document_id);
         payload["due_at"] = json!(alert.due_at);
     }

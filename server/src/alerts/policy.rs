@@ -15,10 +15,10 @@ pub struct Step {
     /// `responsible` (who reported it) or `user:<id>`.
     pub targets: Vec<String>,
     /// Sent again this often until acknowledged or until the next step is due.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_every_secs: Option<i64>,
     /// Ends the alert as missed once this step has run (a roll-call's window).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expire: bool,
 }
 
@@ -65,6 +65,9 @@ pub fn validate(steps: &[Step]) -> Result<(), String> {
         previous = step.after_secs;
         if !(0..=7 * 24 * 3600).contains(&step.after_secs) {
             return Err(format!("step {n}: after_secs must be 0 to 7 days"));
+        }
+        if step.expire {
+            return Err(format!("step {n}: only roll-calls expire"));
         }
         if step.targets.is_empty() {
             return Err(format!("step {n} has no targets"));

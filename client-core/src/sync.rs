@@ -359,10 +359,7 @@ impl Connection<'_> {
             let Some(held) = documents.get(id) else {
                 continue;
             };
-            let state = self
-                .states
-                .entry(*id)
-                .or_insert_with(|| fresh_state(&held.server_state));
+            let state = self.states.entry(*id).or_insert_with(|| state_for(held));
             if let Some(message) = held.doc.generate_sync_message(state) {
                 let empty = held.doc.get_heads().is_empty();
                 self.outgoing.push(self.wire(*id, message, empty));
@@ -541,6 +538,23 @@ impl Connection<'_> {
 /// know we share), as automerge expects.
 fn fresh_state(state: &SyncState) -> SyncState {
     SyncState::decode(&state.encode()).unwrap_or_default()
+}
+
+/// The connection's sync state for a held document. When the server has confirmed nothing of
+/// it (a report made on this device), it is assumed to have nothing: the first message then
+/// carries the changes, instead of the server's heads costing a round trip first. Should the
+/// server have it after all, it ignores what it already holds.
+fn state_for(held: &Held) -> SyncState {
+    let mut state = fresh_state(&held.server_state);
+    if held.server_heads.is_empty()
+        && state.shared_heads.is_empty()
+        && !held.doc.get_heads().is_empty()
+    {
+        state.their_heads = Some(Vec::new());
+        state.their_need = Some(Vec::new());
+        state.their_have = Some(vec![automerge::sync::Have::default()]);
+    }
+    state
 }
 
 fn catalog_entries(doc: &Automerge) -> Vec<DocumentId> {

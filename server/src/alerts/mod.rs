@@ -634,7 +634,10 @@ async fn incident_alerts(
             .push(" AND grade <> ")
             .bind(grade.clone());
     };
-    resolve_where(connection, other_grades, "regraded", now).await?;
+    let fresh = projection.fresh;
+    if !fresh {
+        resolve_where(connection, other_grades, "regraded", now).await?;
+    }
     if !closed {
         let steps = policy::steps_for(connection, &incident.unit_id, &grade).await?;
         if !steps.is_empty() {
@@ -665,6 +668,9 @@ async fn incident_alerts(
         };
         let key = format!("instruction:{id}:{position}:{}", instruction.at);
         if instruction.done {
+            if fresh {
+                continue;
+            }
             resolve_where(
                 connection,
                 |q| {
@@ -708,7 +714,9 @@ async fn incident_alerts(
             q.push("kind IN ('first_report', 'follow_up') AND document_id = ")
                 .bind(id.to_owned());
         };
-        resolve_where(connection, deadlines, "closed", now).await?;
+        if !fresh {
+            resolve_where(connection, deadlines, "closed", now).await?;
+        }
         return Ok(raised);
     }
     let responsible = projection.created_by.clone();
@@ -738,7 +746,9 @@ async fn incident_alerts(
                     .bind(format!("follow_up:{id}:{next}"))
                     .push("))");
             };
-            resolve_where(connection, met, "met", now).await?;
+            if !fresh {
+                resolve_where(connection, met, "met", now).await?;
+            }
             let alert = NewAlert {
                 kind: "follow_up",
                 dedupe_key: format!("follow_up:{id}:{next}"),

@@ -649,8 +649,9 @@ impl DocumentActor {
                 .collect();
             let meta = registered.as_ref().or(self.meta.as_ref());
             if let Some(meta) = meta.filter(|meta| !meta.catalog)
-                && let Some(rows) = projection::project(self.document_id, meta, &self.document)
+                && let Some(mut rows) = projection::project(self.document_id, meta, &self.document)
             {
+                rows.fresh = registered.is_some();
                 writes.push(Write::Project(Box::new(rows)));
             }
             for (peer, changes) in self.authors.drain(..) {

@@ -133,7 +133,7 @@ async fn run() -> anyhow::Result<()> {
         "| one duty log growing to {LOG_ENTRIES} calls (one change per call) | {log_rate:.0} |"
     );
     println!(
-        "machine: {} cores; SQLite synchronous=FULL; includes building the document's JSON view, the checks and the rows",
+        "machine: {} cores; SQLite synchronous=FULL; includes building the document's JSON view, the checks and the rows, and for each new red incident its alert (policy, on-duty lookup, first step, follow-up deadline)",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     Ok(())

@@ -189,9 +189,10 @@ pub async fn run_step(
     now: i64,
     queued: &mut Vec<Queued>,
 ) -> Result<(), sqlx::Error> {
-    // A repeat that is late (the server was down, or the clock jumped) gives way to the
-    // escalation that is due by now.
-    while alert.repeats > 0 && alert.step_at(alert.step + 1).is_some_and(|at| at <= now) {
+    // Steps overtaken by a later one that is due by now (the server was down, the clock
+    // jumped, a deadline raised late) give way to it: later steps reach everyone earlier ones
+    // did and more.
+    while alert.step_at(alert.step + 1).is_some_and(|at| at <= now) {
         alert.step += 1;
         alert.repeats = 0;
     }
@@ -553,6 +554,18 @@ async fn resolve_where(
     Ok(())
 }
 
+async fn resolve_key(
+    connection: &mut sqlx::AnyConnection,
+    key: String,
+    resolution: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let filter = |q: &mut Sql| {
+        q.push("dedupe_key = ").bind(key);
+    };
+    resolve_where(connection, filter, resolution, now).await
+}
+
 /// Called by the projection, in the change's transaction: raises what the new state of a
 /// record calls for, and resolves what it has settled. True if it raised an alert.
 pub async fn after_projection(
@@ -568,15 +581,7 @@ pub async fn after_projection(
     }
     if let Some((unit_id, _, report)) = &projection.daily_report {
         let key = format!("daily_report:{unit_id}:{}", report.date);
-        resolve_where(
-            connection,
-            |q| {
-                q.push("dedupe_key = ").bind(key);
-            },
-            "submitted",
-            now,
-        )
-        .await?;
+        resolve_key(connection, key, "submitted", now).await?;
     }
     // A holiday roster is due at the superior office 3 days before it starts (D3).
     if let Some((unit_id, classified, roster)) = &projection.roster
@@ -588,15 +593,7 @@ pub async fn after_projection(
     {
         let key = format!("holiday_roster:{id}");
         if roster.submitted_at.is_some() {
-            resolve_where(
-                connection,
-                |q| {
-                    q.push("dedupe_key = ").bind(key);
-                },
-                "submitted",
-                now,
-            )
-            .await?;
+            resolve_key(connection, key, "submitted", now).await?;
         } else {
             let alert = NewAlert {
                 kind: "holiday_roster",
@@ -671,15 +668,7 @@ async fn incident_alerts(
             if fresh {
                 continue;
             }
-            resolve_where(
-                connection,
-                |q| {
-                    q.push("dedupe_key = ").bind(key);
-                },
-                "done",
-                now,
-            )
-            .await?;
+            resolve_key(connection, key, "done", now).await?;
             continue;
         }
         let verified: Option<String> = sqlx::query_scalar(

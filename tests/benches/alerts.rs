@@ -126,7 +126,7 @@ async fn run() -> anyhow::Result<()> {
     if config.reports == 0 {
         bail!("--reports must be at least 1");
     }
-    check_open_files(config.idle + 256)?;
+    servers::check_open_files(config.idle + 256)?;
 
     let work = tempfile::tempdir()?;
     let log = work.path().join("zhiban.log");
@@ -134,7 +134,7 @@ async fn run() -> anyhow::Result<()> {
     let setup = servers::ZhibanSetup::create(data_dir.clone()).await?;
     let unit = bench_unit(&data_dir).await?;
     for (username, role) in [(LEADER, "leader"), (FIELD, "field"), (ADMIN, "admin")] {
-        admin(
+        servers::admin(
             &data_dir,
             &[
                 "create-user",
@@ -465,36 +465,13 @@ async fn sync_stats(
 
 /// The id of the unit `ZhibanSetup::create` made.
 async fn bench_unit(data_dir: &Path) -> anyhow::Result<String> {
-    let listing = admin(data_dir, &["list-units"]).await?;
+    let listing = servers::admin(data_dir, &["list-units"]).await?;
     listing
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|unit| unit["name"] == "Bench")
         .and_then(|unit| unit["id"].as_str().map(str::to_owned))
         .ok_or_else(|| anyhow!("no unit named Bench in: {listing}"))
-}
-
-/// `zhiban-server admin …` on the data directory (as in `relay/servers.rs`, which keeps its
-/// own private).
-async fn admin(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(servers::ZHIBAN_BIN)
-        .env_remove("RUST_LOG")
-        .env("ZHIBAN_LISTEN", "127.0.0.1:0")
-        .env("ZHIBAN_DATA_DIR", data_dir)
-        .env("ZHIBAN_LOG", "warn")
-        .arg("admin")
-        .args(args)
-        .output()
-        .await
-        .context("running zhiban-server admin")?;
-    if !output.status.success() {
-        bail!(
-            "zhiban-server admin {} failed: {}",
-            args[0],
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
 fn print_table(config: &Config, results: &Results, elapsed: Duration) {
@@ -677,21 +654,6 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
-}
-
-fn check_open_files(needed: usize) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3))
-        .and_then(|soft| soft.parse::<usize>().ok());
-    match soft {
-        Some(soft) if soft < needed => bail!(
-            "the open-files limit is {soft}, the benchmark needs about {needed}: run `ulimit -n 4096` first"
-        ),
-        _ => Ok(()),
-    }
 }
 
 fn machine() -> String {

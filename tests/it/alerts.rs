@@ -154,6 +154,11 @@ impl Scene {
     }
 }
 
+/// The receivers' names of some pushes, as `next_n` sorted them.
+fn names(pushes: &[(String, Value)]) -> Vec<&str> {
+    pushes.iter().map(|(name, _)| name.as_str()).collect()
+}
+
 async fn events(app: &TestApp, token: &str, incident: &DocumentId) -> Vec<String> {
     let detail = get(app, token, &format!("/api/incidents/{incident}")).await;
     detail["timeline"]
@@ -221,13 +226,7 @@ async fn red_alert_escalates_until_acknowledged(scene: Scene) {
     // …and after 10 minutes also reaches the superior office's duty post.
     scene.clock.advance(7 * MINUTE);
     let escalated = scene.next_n(2).await;
-    assert_eq!(
-        escalated
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
-        ["district", "leader"]
-    );
+    assert_eq!(names(&escalated), ["district", "leader"]);
     assert!(escalated.iter().all(|(_, body)| body["step"] == 1));
 
     // The leader acknowledges: no more repeats, no further escalation.
@@ -302,13 +301,7 @@ async fn a_restart_in_the_middle_of_an_escalation_neither_loses_nor_repeats_a_st
     // The escalation step runs once, at its time.
     scene.clock.advance(7 * MINUTE);
     let escalated = scene.next_n(2).await;
-    assert_eq!(
-        escalated
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
-        ["district", "leader"]
-    );
+    assert_eq!(names(&escalated), ["district", "leader"]);
     scene.receiver.expect_none(Duration::from_millis(300)).await;
     let steps: Vec<(i64, i64)> =
         sqlx::query_as("SELECT step, COUNT(*) FROM push_outbox GROUP BY step ORDER BY step")
@@ -346,13 +339,7 @@ async fn reporting_deadlines_remind_the_reporter_then_escalate_and_settle_when_r
     // Missed: the reporter again, and now the leader on duty.
     scene.clock.advance(10 * MINUTE);
     let missed = scene.next_n(2).await;
-    assert_eq!(
-        missed
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
-        ["leader", "officer"]
-    );
+    assert_eq!(names(&missed), ["leader", "officer"]);
     let lateness = get(
         scene.app(),
         &officer.access_token,
@@ -419,13 +406,7 @@ async fn a_roll_call_reaches_the_duty_post_and_an_unanswered_one_counts_as_misse
         .await;
     assert_eq!(status, 201, "{call}");
     let pushed = scene.next_n(2).await;
-    assert_eq!(
-        pushed
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
-        ["leader", "officer"]
-    );
+    assert_eq!(names(&pushed), ["leader", "officer"]);
     assert_eq!(pushed[0].1["kind"], "rollcall");
     scene.clock.advance(Duration::from_secs(45));
     let id = call["id"].as_str().unwrap();
@@ -615,10 +596,7 @@ async fn an_instruction_and_a_raised_grade_alert_their_people_through_sync() {
     scene.clock.advance(3 * MINUTE);
     let instruction_repeat = scene.next_n(2).await;
     assert_eq!(
-        instruction_repeat
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
+        names(&instruction_repeat),
         ["leader", "officer"],
         "the red alert and the instruction both repeat"
     );
@@ -722,13 +700,7 @@ async fn a_holiday_roster_not_submitted_3_days_ahead_reaches_the_leader_then_the
     assert_eq!(reminder.json()["due_at"], starts - 3 * 24 * HOUR_MS);
     scene.clock.advance(24 * 60 * MINUTE);
     let overdue = scene.next_n(2).await;
-    assert_eq!(
-        overdue
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>(),
-        ["district", "leader"]
-    );
+    assert_eq!(names(&overdue), ["district", "leader"]);
     // Submitted: nothing more.
     device
         .set_field(&roster, &["submitted_at"], &json!(scene.clock.now_ms()))

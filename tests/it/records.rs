@@ -184,21 +184,30 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
     // Rebuilding from the documents gives exactly the rows kept incrementally.
     let before = projection_rows(&app).await;
     assert_eq!(before.len(), 3);
-    for table in ["incidents", "search_index", "search_documents"] {
+    wipe(&app, &["incidents", "search_index", "search_documents"]).await;
+    assert!(projection_rows(&app).await.is_empty());
+    assert_eq!(reproject(&app).await, 3);
+    assert_eq!(projection_rows(&app).await, before);
+}
+
+/// Empties projection tables, to show that `reproject` rebuilds them.
+async fn wipe(app: &TestApp, tables: &[&str]) {
+    for table in tables {
         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&app.pool)
             .await
             .unwrap();
     }
-    assert!(projection_rows(&app).await.is_empty());
-    let count = zhiban_server::projection::reproject(
+}
+
+/// `admin reproject` on the test's SQLite database; how many records it rebuilt.
+async fn reproject(app: &TestApp) -> usize {
+    zhiban_server::projection::reproject(
         &app.pool,
         zhiban_server::storage::Backend { sqlite: true },
     )
     .await
-    .unwrap();
-    assert_eq!(count, 3);
-    assert_eq!(projection_rows(&app).await, before);
+    .unwrap()
 }
 
 /// Every projected row, without the time it was written.
@@ -463,16 +472,8 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
         .unwrap()
     };
     let before = rows().await;
-    sqlx::query("DELETE FROM log_entries")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    zhiban_server::projection::reproject(
-        &app.pool,
-        zhiban_server::storage::Backend { sqlite: true },
-    )
-    .await
-    .unwrap();
+    wipe(&app, &["log_entries"]).await;
+    reproject(&app).await;
     assert_eq!(rows().await, before);
 }
 
@@ -955,17 +956,7 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
             .iter()
             .any(|row| row.ends_with("|2026-10-03|1|1700000300000"))
     );
-    for table in ["instructions", "daily_reports", "register_entries"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-            .execute(&app.pool)
-            .await
-            .unwrap();
-    }
-    zhiban_server::projection::reproject(
-        &app.pool,
-        zhiban_server::storage::Backend { sqlite: true },
-    )
-    .await
-    .unwrap();
+    wipe(&app, &["instructions", "daily_reports", "register_entries"]).await;
+    reproject(&app).await;
     assert_eq!(rows().await, before);
 }

@@ -215,7 +215,8 @@ impl ZhibanSetup {
     }
 }
 
-async fn admin(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+/// `zhiban-server admin …` on the data directory.
+pub async fn admin(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = zhiban_command(data_dir)
         .env_remove("RUST_LOG")
         .arg("admin")
@@ -291,4 +292,20 @@ pub async fn login_devices(
         .collect()
         .await;
     logins.into_iter().collect()
+}
+
+/// Fails early, with what to do, when the benchmark would run out of file descriptors.
+pub fn check_open_files(needed: usize) -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < needed => bail!(
+            "the open-files limit is {soft}, the benchmark needs about {needed}: run `ulimit -n 4096` first"
+        ),
+        _ => Ok(()),
+    }
 }

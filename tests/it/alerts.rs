@@ -143,6 +143,15 @@ impl Scene {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// How the (one) alert of `kind` ended, if it did.
+    async fn resolution(&self, kind: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = $1")
+            .bind(kind)
+            .fetch_one(&self.app().pool)
+            .await
+            .unwrap()
+    }
+
     fn app(&self) -> &TestApp {
         self.app.as_ref().expect("server running")
     }
@@ -571,18 +580,7 @@ async fn an_instruction_and_a_raised_grade_alert_their_people_through_sync() {
 
     // The leader instructs the officer from his own phone: she is alerted until she acknowledges.
     let (leader, leader_sync) = scene.device("cleared").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while leader
-        .get(&incident)
-        .await
-        .map_or(true, |doc| doc["type"].is_null())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the incident reaches the leader"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::until_held(&leader, &incident).await;
     leader
         .add_instruction_to(&incident, "立即联系劳动监察大队", Some(&officer.user_id))
         .await
@@ -666,12 +664,10 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
     device.wait_received(&report, WAIT).await.unwrap();
     scene.clock.advance(2 * 60 * MINUTE);
     scene.receiver.expect_none(Duration::from_millis(300)).await;
-    let resolution: Option<String> =
-        sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = 'daily_report'")
-            .fetch_one(&scene.app().pool)
-            .await
-            .unwrap();
-    assert_eq!(resolution.as_deref(), Some("submitted"));
+    assert_eq!(
+        scene.resolution("daily_report").await.as_deref(),
+        Some("submitted")
+    );
     sync.stop().await;
 }
 
@@ -707,12 +703,10 @@ async fn a_holiday_roster_not_submitted_3_days_ahead_reaches_the_leader_then_the
         .await
         .unwrap();
     device.wait_received(&roster, WAIT).await.unwrap();
-    let resolution: Option<String> =
-        sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = 'holiday_roster'")
-            .fetch_one(&scene.app().pool)
-            .await
-            .unwrap();
-    assert_eq!(resolution.as_deref(), Some("submitted"));
+    assert_eq!(
+        scene.resolution("holiday_roster").await.as_deref(),
+        Some("submitted")
+    );
     sync.stop().await;
 }
 

@@ -360,6 +360,20 @@ impl RawPeer {
     }
 }
 
+/// Waits (up to 20 s) until `device` holds the record `id` with its content, not just its id
+/// from a catalog.
+pub async fn until_held(device: &zhiban_client_core::Device, id: &zhiban_client_core::DocumentId) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while device
+        .get(id)
+        .await
+        .map_or(true, |doc| doc["type"].is_null())
+    {
+        assert!(std::time::Instant::now() < deadline, "{id} never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET an API path as `token`; asserts 200 and returns the JSON body.
 pub async fn get(app: &TestApp, token: &str, path: &str) -> serde_json::Value {
     let response = app

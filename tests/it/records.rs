@@ -595,18 +595,7 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
     let leader_dir = tempfile::tempdir().unwrap();
     let leader_device = logged_in(&app, leader_dir.path(), "cleared").await;
     let leader_sync = leader_device.start_sync_with(FAST);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while leader_device
-        .get(&roster)
-        .await
-        .map_or(true, |doc| doc["type"].is_null())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the roster reaches the leader"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::until_held(&leader_device, &roster).await;
     leader_device
         .decide_request(&roster, 0, true)
         .await
@@ -877,15 +866,7 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
     let officer_dir = tempfile::tempdir().unwrap();
     let officer = logged_in(&app, officer_dir.path(), "alice").await;
     let officer_sync = officer.start_sync_with(FAST);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while officer
-        .get(&incident)
-        .await
-        .map_or(true, |doc| doc["type"].is_null())
-    {
-        assert!(std::time::Instant::now() < deadline, "the incident arrives");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::helpers::until_held(&officer, &incident).await;
     let leader_id = app.login("cleared", "desk").await.user_id;
     officer
         .append(

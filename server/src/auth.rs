@@ -459,6 +459,18 @@ async fn revoke_device(
         .bind(&device_id)
         .execute(&mut *tx)
         .await?;
+    // A lost phone must not keep receiving alerts (D24), nor have them queued for it.
+    sqlx::query(
+        "UPDATE push_outbox SET status = 'cancelled' WHERE status = 'pending' AND subscription_id \
+         IN (SELECT id FROM push_subscriptions WHERE device_id = $1)",
+    )
+    .bind(&device_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM push_subscriptions WHERE device_id = $1")
+        .bind(&device_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     let closed = state.connections.disconnect_device(&device_id);
     audit::record(

@@ -347,6 +347,13 @@ async fn revoked_and_expired_not_used(settings: Settings) {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 204);
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM push_subscriptions WHERE device_id = $1")
+            .bind(&lost_phone.device_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "revocation deletes the lost phone's subscriptions");
 
     let ids = |subscriptions: Vec<Subscription>| {
         let mut ids: Vec<String> = subscriptions.into_iter().map(|s| s.id).collect();

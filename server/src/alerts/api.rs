@@ -15,6 +15,7 @@ use super::{Alert, NewAlert, cancel_pending, raise, timeline};
 use crate::AppState;
 use crate::audit::{self, Entry};
 use crate::auth::Identity;
+use crate::db::Sql;
 use crate::error::{ApiJson, AppError};
 use crate::units::Role;
 
@@ -109,19 +110,7 @@ async fn list(
     if !(1..=500).contains(&limit) {
         return Err(AppError::BadRequest("limit must be 1 to 500".into()));
     }
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let mut select = crate::db::Sql::new(&format!(
-        "SELECT {VIEW_COLUMNS} FROM alerts a LEFT JOIN alert_targets t \
-         ON t.alert_id = a.id AND t.user_id = "
-    ));
-    select.bind(identity.user_id.clone()).push(" WHERE 1 = 1");
-    crate::incident::push_visibility(
-        &mut select,
-        &units,
-        identity.cleared,
-        "a.unit_id",
-        "a.classified <> 0",
-    );
+    let mut select = visible_alerts(&state, &identity).await?;
     if query.open {
         select.push(" AND a.acknowledged_at IS NULL AND a.resolved_at IS NULL");
     }
@@ -141,17 +130,15 @@ async fn list(
     Ok(Json(json!({ "alerts": alerts })))
 }
 
-/// The alert if the caller may see it.
-async fn visible(state: &AppState, identity: &Identity, id: &str) -> Result<AlertView, AppError> {
+/// Alerts the caller may see (their units, classified only when cleared), each marked
+/// `targeted` when it reached them; callers append `AND …` conditions.
+async fn visible_alerts(state: &AppState, identity: &Identity) -> Result<Sql, AppError> {
     let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    let mut select = crate::db::Sql::new(&format!(
+    let mut select = Sql::new(&format!(
         "SELECT {VIEW_COLUMNS} FROM alerts a LEFT JOIN alert_targets t \
          ON t.alert_id = a.id AND t.user_id = "
     ));
-    select
-        .bind(identity.user_id.clone())
-        .push(" WHERE a.id = ")
-        .bind(id.to_owned());
+    select.bind(identity.user_id.clone()).push(" WHERE 1 = 1");
     crate::incident::push_visibility(
         &mut select,
         &units,
@@ -159,6 +146,13 @@ async fn visible(state: &AppState, identity: &Identity, id: &str) -> Result<Aler
         "a.unit_id",
         "a.classified <> 0",
     );
+    Ok(select)
+}
+
+/// The alert if the caller may see it.
+async fn visible(state: &AppState, identity: &Identity, id: &str) -> Result<AlertView, AppError> {
+    let mut select = visible_alerts(state, identity).await?;
+    select.push(" AND a.id = ").bind(id.to_owned());
     let row = select
         .query()
         .fetch_optional(&state.pool)

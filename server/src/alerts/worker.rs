@@ -55,9 +55,8 @@ async fn run(state: AppState) {
 async fn tick(state: &AppState, now: i64, sqlite: bool) -> Result<Option<i64>, sqlx::Error> {
     // Steps run in batches, each batch in one transaction with the outbox rows it queues.
     loop {
-        let queued = run_due_steps(state, now, sqlite).await?;
-        let more = queued.1;
-        for item in queued.0 {
+        let (queued, more) = run_due_steps(state, now, sqlite).await?;
+        for item in queued {
             let _ = state.alert_queue.send(item);
         }
         if !more {

@@ -77,7 +77,7 @@ pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
             let mut fields = Map::new();
             for key in doc.keys(object) {
                 if let Ok(Some((value, id))) = doc.get(object, key.as_str()) {
-                    fields.insert(key, value_to_json(doc, value, &id));
+                    fields.insert(key, read_value(doc, value, &id));
                 }
             }
             Json::Object(fields)
@@ -85,7 +85,7 @@ pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
         Ok(ObjType::List) => Json::Array(
             (0..doc.length(object))
                 .filter_map(|index| doc.get(object, index).ok().flatten())
-                .map(|(value, id)| value_to_json(doc, value, &id))
+                .map(|(value, id)| read_value(doc, value, &id))
                 .collect(),
         ),
         Ok(ObjType::Text) => Json::String(doc.text(object).unwrap_or_default()),
@@ -93,7 +93,33 @@ pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
     }
 }
 
-fn value_to_json<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId) -> Json {
+/// The map `object` of `doc` as JSON without the keys in `skip` (a long record's header
+/// without its items).
+pub fn read_except<R: ReadDoc>(doc: &R, object: &ObjId, skip: &[&str]) -> Json {
+    let mut fields = Map::new();
+    for key in doc.keys(object) {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
+        if let Ok(Some((value, id))) = doc.get(object, key.as_str()) {
+            fields.insert(key, read_value(doc, value, &id));
+        }
+    }
+    Json::Object(fields)
+}
+
+/// A field of the map `object` as text, whether stored as a plain string or as collaborative
+/// text (what the JavaScript client writes by default).
+pub fn text<R: ReadDoc>(doc: &R, object: &ObjId, key: &str) -> Option<String> {
+    match doc.get(object, key).ok()?? {
+        (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
+        (Value::Object(ObjType::Text), id) => doc.text(&id).ok(),
+        _ => None,
+    }
+}
+
+/// One value read from `doc` (`id` is where it lives) as JSON.
+pub fn read_value<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId) -> Json {
     match value {
         Value::Object(_) => read(doc, id),
         Value::Scalar(scalar) => match scalar.as_ref() {

@@ -1,26 +1,14 @@
 //! The audit trail (D19): who, on which device, when, did what — for API actions and for
-//! every change accepted through sync. Rows are appended by the storage writer in the same
-//! transaction as what they record, and hash-chained so that [`verify`] finds the first row
-//! that was altered, inserted or removed.
+//! every change accepted through sync. [`append`] adds entries inside the caller's own
+//! transaction, so an action and its audit row commit together or not at all; each row
+//! carries the hash of the one before, so that [`verify`] finds the first row that was
+//! altered, inserted or removed. Plain SQL: knows nothing of the modules that record.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::AppState;
-use crate::db::Pool;
-use crate::error::AppError;
-use crate::storage::Write;
-
-/// Records an API action; returns once it is committed, so a response never precedes its
-/// audit row.
-pub async fn record(state: &AppState, entry: Entry) -> Result<(), AppError> {
-    state
-        .storage
-        .commit(vec![Write::Audit(entry)])
-        .await
-        .map_err(|error| AppError::Internal(error.into()))
-}
+use crate::db::{Arg, Backend, Pool, Sql};
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "zhiban-audit-genesis";
@@ -61,6 +49,91 @@ impl Entry {
         self.detail = detail;
         self
     }
+}
+
+/// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// An arbitrary constant: the PostgreSQL advisory lock that serialises appends to the chain
+/// across transactions and nodes (SQLite's write lock does it there).
+const CHAIN_LOCK: i64 = 0x7a68_6962_616e;
+
+/// Appends `entries` to the hash chain inside `tx`, reading the chain's head once. On SQLite
+/// `tx` must hold the write lock (`db::begin_write`); on PostgreSQL an advisory lock, held to
+/// the end of `tx`, keeps other appenders out between reading the head and writing.
+pub async fn append(
+    tx: &mut sqlx::AnyConnection,
+    entries: &[Entry],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let backend = Backend::of_connection(tx);
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (mut seq, mut prev) = sqlx::query_as::<_, (i64, String)>(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .unwrap_or((0, GENESIS.to_owned()));
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let detail = entry.detail.to_string();
+        let hash = hash(
+            &prev,
+            &Chained {
+                seq,
+                at: now,
+                user_id: entry.user_id.as_deref(),
+                device_id: entry.device_id.as_deref(),
+                action: entry.action,
+                document_id: entry.document_id.as_deref(),
+                detail: &detail,
+            },
+        );
+        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+        rows.push([
+            Arg::from(seq),
+            Arg::from(now),
+            Arg::from(entry.user_id.clone()),
+            Arg::from(entry.device_id.clone()),
+            Arg::from(entry.action),
+            Arg::from(entry.document_id.clone()),
+            Arg::from(detail),
+            Arg::from(prev_hash),
+            Arg::from(hash),
+        ]);
+    }
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = Sql::for_backend(
+            "INSERT INTO audit_log (seq, at, user_id, device_id, action, document_id, detail, \
+             prev_hash, hash) VALUES ",
+            backend.is_sqlite(),
+        );
+        for (index, row) in chunk.iter().enumerate() {
+            if index > 0 {
+                insert.push(", ");
+            }
+            insert.bind_list(row.iter().cloned());
+        }
+        insert.query().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Records `entries` in a transaction of their own (failed logins, refusals, admin commands
+/// that change nothing else).
+pub async fn record(pool: &Pool, entries: &[Entry], now: i64) -> Result<(), sqlx::Error> {
+    let mut tx = crate::db::begin_write(pool).await?;
+    append(&mut tx, entries, now).await?;
+    tx.commit().await
 }
 
 /// A stored row as the chain sees it.

@@ -1,10 +1,10 @@
 //! Who is calling: password login, short-lived access tokens (JWT), refresh tokens bound to a
 //! registered device, and device revocation for a lost phone (D24). The sync socket and every
-//! API route identify their caller through [`Identity`].
+//! API route identify their caller as an `access::Identity` through [`identify`]. Every
+//! action commits with its audit row.
 
 use std::time::Duration;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -16,12 +16,15 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use zhiban_api::{DeviceView, LoginRequest, Me, RefreshRequest, TokenResponse};
 use zhiban_protocol::PeerId;
 
-use crate::db::{Pool, now_ms};
+use crate::access::{Identity, Role, visible_units};
+use crate::audit::{self, Entry};
+use crate::db::{Pool, begin_write};
 use crate::error::{ApiJson, AppError};
-use crate::units::Role;
-use crate::{AppState, audit};
+use crate::units::{hash_password, verify_password};
+use crate::AppState;
 
 const AUDIENCE: &str = "zhiban";
 const ISSUER: &str = "zhiban";
@@ -102,7 +105,7 @@ impl TokenKeys {
             aud: AUDIENCE.to_owned(),
             iss: ISSUER.to_owned(),
             iat: now,
-            exp: now + self.access_ttl.as_secs() as i64,
+            exp: now.saturating_add(i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX)),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::Internal(e.into()))
@@ -120,47 +123,30 @@ impl TokenKeys {
     }
 }
 
-/// An authenticated user on a registered, unrevoked device.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: String,
-    pub device_id: String,
-    pub unit_id: String,
-    pub role: Role,
-    pub cleared: bool,
-}
-
-impl Identity {
-    /// The peer id this device must use on `/sync`.
-    pub fn peer_id(&self) -> PeerId {
-        PeerId::for_device(&self.user_id, &self.device_id)
+/// Verifies the token, then checks the database: a revoked device is refused even while
+/// its access token has not yet expired.
+pub async fn identify(state: &AppState, token: &str) -> Result<Identity, AuthError> {
+    let (user_id, device_id) = state.keys.verify(token)?;
+    let row = sqlx::query(
+        "SELECT u.unit_id, u.role, u.cleared, d.revoked_at FROM users u \
+         JOIN devices d ON d.user_id = u.id WHERE u.id = $1 AND d.id = $2",
+    )
+    .bind(&user_id)
+    .bind(&device_id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(AuthError::Invalid)?;
+    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        return Err(AuthError::Revoked);
     }
-
-    /// Verifies the token, then checks the database: a revoked device is refused even while
-    /// its access token has not yet expired.
-    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, AuthError> {
-        let (user_id, device_id) = state.keys.verify(token)?;
-        let row = sqlx::query(
-            "SELECT u.unit_id, u.role, u.cleared, d.revoked_at FROM users u \
-             JOIN devices d ON d.user_id = u.id WHERE u.id = $1 AND d.id = $2",
-        )
-        .bind(&user_id)
-        .bind(&device_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(AuthError::Invalid)?;
-        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
-            return Err(AuthError::Revoked);
-        }
-        let role: String = row.try_get("role")?;
-        Ok(Identity {
-            user_id,
-            device_id,
-            unit_id: row.try_get("unit_id")?,
-            role: role.parse().map_err(|_| AuthError::Invalid)?,
-            cleared: row.try_get::<i64, _>("cleared")? != 0,
-        })
-    }
+    let role: String = row.try_get("role")?;
+    Ok(Identity {
+        user_id,
+        device_id,
+        unit_id: row.try_get("unit_id")?,
+        role: role.parse().map_err(|_| AuthError::Invalid)?,
+        cleared: row.try_get::<i64, _>("cleared")? != 0,
+    })
 }
 
 impl FromRequestParts<AppState> for Identity {
@@ -173,21 +159,8 @@ impl FromRequestParts<AppState> for Identity {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(AuthError::Missing)?;
-        Ok(Identity::from_token(state, token).await?)
+        Ok(identify(state, token).await?)
     }
-}
-
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
-        .is_ok()
 }
 
 /// A hash verified when the username is unknown, so that the answer takes as long as for a
@@ -199,27 +172,13 @@ fn hash_refresh_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-#[derive(Deserialize)]
-struct LoginRequest {
-    username: String,
-    password: String,
-    /// Reuse a device registered earlier (a reinstalled app keeps its device).
-    device_id: Option<String>,
-    device_name: Option<String>,
-}
-
-#[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
-    refresh_token: String,
-    expires_in: u64,
-    user_id: String,
-    device_id: String,
-    peer_id: String,
-}
-
+/// Logs a device in with a username and password; registers the device unless it names one
+/// registered before.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = zhiban_api::ErrorBody),
+        (status = 403, body = zhiban_api::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(username = %request.username))]
-async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
@@ -238,28 +197,32 @@ async fn login(
     let password_ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
+    let now = state.clock.now_ms();
     let Some(user_id) = user_id.filter(|_| password_ok) else {
+        // The name as typed, bounded: a failed login must not write whatever it was sent.
+        let username: String = request.username.chars().take(64).collect();
         audit::record(
-            &state,
-            audit::Entry::new("auth.login_failed")
-                .detail(serde_json::json!({ "username": request.username })),
+            &state.pool,
+            &[Entry::new("auth.login_failed").detail(serde_json::json!({ "username": username }))],
+            now,
         )
         .await?;
         return Err(AppError::Unauthorized("wrong username or password"));
     };
 
+    let mut tx = begin_write(&state.pool).await?;
     let device_id = match request.device_id {
         Some(device_id) => {
             let revoked: Option<Option<i64>> =
                 sqlx::query_scalar("SELECT revoked_at FROM devices WHERE id = $1 AND user_id = $2")
-                    .bind(&device_id)
+                    .bind(device_id.as_str())
                     .bind(&user_id)
-                    .fetch_optional(&state.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
             match revoked {
                 None => return Err(AppError::NotFound("no such device for this user")),
                 Some(Some(_)) => return Err(AppError::Forbidden("device revoked")),
-                Some(None) => device_id,
+                Some(None) => device_id.0,
             }
         }
         None => {
@@ -276,65 +239,63 @@ async fn login(
             .bind(&device_id)
             .bind(&user_id)
             .bind(&name)
-            .bind(now_ms())
-            .execute(&state.pool)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
             device_id
         }
     };
-    let response = issue_tokens(&state, &user_id, &device_id).await?;
-    audit::record(
-        &state,
-        audit::Entry::new("auth.login").by(&user_id, Some(&device_id)),
-    )
-    .await?;
+    let response = issue_tokens(&state, &mut tx, &user_id, &device_id, now).await?;
+    let entry = Entry::new("auth.login").by(&user_id, Some(&device_id));
+    audit::append(&mut tx, &[entry], now).await?;
+    tx.commit().await?;
     tracing::info!(%user_id, %device_id, "logged in");
     Ok(Json(response))
 }
 
 async fn issue_tokens(
     state: &AppState,
+    tx: &mut sqlx::AnyConnection,
     user_id: &str,
     device_id: &str,
+    now: i64,
 ) -> Result<TokenResponse, AppError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let expires_at = now_ms() + state.settings.refresh_token_ttl().as_millis() as i64;
+    let ttl = i64::try_from(state.settings.refresh_token_ttl().as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, device_id, expires_at, created_at) \
          VALUES ($1, $2, $3, $4)",
     )
     .bind(hash_refresh_token(&refresh_token))
     .bind(device_id)
-    .bind(expires_at)
-    .bind(now_ms())
-    .execute(&state.pool)
+    .bind(now.saturating_add(ttl))
+    .bind(now)
+    .execute(tx)
     .await?;
     Ok(TokenResponse {
         access_token: state.keys.issue(user_id, device_id)?,
         refresh_token,
         expires_in: state.settings.access_token_ttl_secs,
-        user_id: user_id.to_owned(),
-        device_id: device_id.to_owned(),
+        user_id: user_id.into(),
+        device_id: device_id.into(),
         peer_id: PeerId::for_device(user_id, device_id).to_string(),
     })
 }
 
-#[derive(Deserialize)]
-struct RefreshRequest {
-    refresh_token: String,
-}
-
 /// Trades a refresh token for a new pair; the old refresh token is spent (rotation), so a
 /// stolen copy works at most once and the theft shows as a failed refresh on the phone.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = zhiban_api::ErrorBody)))]
 #[tracing::instrument(skip_all)]
-async fn refresh(
+pub(crate) async fn refresh(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
     let token_hash = hash_refresh_token(&request.refresh_token);
-    let mut tx = state.pool.begin().await?;
+    let now = state.clock.now_ms();
+    let mut tx = begin_write(&state.pool).await?;
     let row = sqlx::query(
         "SELECT r.device_id, r.expires_at, d.user_id, d.revoked_at FROM refresh_tokens r \
          JOIN devices d ON d.id = r.device_id WHERE r.token_hash = $1",
@@ -348,7 +309,7 @@ async fn refresh(
     if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
         return Err(AppError::Unauthorized("device revoked"));
     }
-    if row.try_get::<i64, _>("expires_at")? < now_ms() {
+    if row.try_get::<i64, _>("expires_at")? < now {
         return Err(AppError::Unauthorized("refresh token expired"));
     }
     let spent = sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
@@ -358,46 +319,32 @@ async fn refresh(
     if spent.rows_affected() != 1 {
         return Err(AppError::Unauthorized("invalid refresh token"));
     }
+    let response = issue_tokens(&state, &mut tx, &user_id, &device_id, now).await?;
+    let entry = Entry::new("auth.refresh").by(&user_id, Some(&device_id));
+    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
-    let response = issue_tokens(&state, &user_id, &device_id).await?;
-    audit::record(
-        &state,
-        audit::Entry::new("auth.refresh").by(&user_id, Some(&device_id)),
-    )
-    .await?;
     Ok(Json(response))
 }
 
-#[derive(Serialize)]
-struct MeResponse {
-    user_id: String,
-    device_id: String,
-    unit_id: String,
-    role: Role,
-    cleared: bool,
-    peer_id: String,
-}
-
-async fn me(identity: Identity) -> Json<MeResponse> {
-    Json(MeResponse {
+/// Who the token belongs to.
+#[utoipa::path(get, path = "/api/me", tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn me(identity: Identity) -> Json<Me> {
+    Json(Me {
         peer_id: identity.peer_id().to_string(),
-        user_id: identity.user_id,
-        device_id: identity.device_id,
-        unit_id: identity.unit_id,
+        user_id: identity.user_id.into(),
+        device_id: identity.device_id.into(),
+        unit_id: identity.unit_id.into(),
         role: identity.role,
         cleared: identity.cleared,
     })
 }
 
-#[derive(Serialize)]
-struct DeviceView {
-    id: String,
-    name: String,
-    created_at: i64,
-    revoked_at: Option<i64>,
-}
-
-async fn list_devices(
+/// The caller's devices, revoked ones included.
+#[utoipa::path(get, path = "/api/devices", tag = "auth",
+    responses((status = 200, body = Vec<DeviceView>)), security(("bearer" = [])))]
+pub(crate) async fn list_devices(
     State(state): State<AppState>,
     identity: Identity,
 ) -> Result<Json<Vec<DeviceView>>, AppError> {
@@ -411,7 +358,7 @@ async fn list_devices(
         .iter()
         .map(|row| {
             Ok(DeviceView {
-                id: row.try_get("id")?,
+                id: row.try_get::<String, _>("id")?.into(),
                 name: row.try_get("name")?,
                 created_at: row.try_get("created_at")?,
                 revoked_at: row.try_get("revoked_at")?,
@@ -424,8 +371,11 @@ async fn list_devices(
 /// Cuts off a device: its refresh tokens are deleted, its access tokens stop being accepted,
 /// and its open sync sockets are closed. Allowed to the device's owner and to an admin of the
 /// owner's unit or of a superior unit.
+#[utoipa::path(post, path = "/api/devices/{id}/revoke", tag = "auth", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(device_id = %device_id, by = %identity.user_id))]
-async fn revoke_device(
+pub(crate) async fn revoke_device(
     State(state): State<AppState>,
     identity: Identity,
     Path(device_id): Path<String>,
@@ -442,16 +392,17 @@ async fn revoke_device(
     let owner_unit: String = row.try_get("unit_id")?;
     let allowed = owner == identity.user_id
         || (identity.role == Role::Admin
-            && crate::units::visible_units(&state.pool, &identity.unit_id)
+            && visible_units(&state.pool, &identity.unit_id)
                 .await?
                 .contains(&owner_unit));
     if !allowed {
         // Not 403: a device of another unit is none of the caller's business.
         return Err(AppError::NotFound("no such device"));
     }
-    let mut tx = state.pool.begin().await?;
+    let now = state.clock.now_ms();
+    let mut tx = begin_write(&state.pool).await?;
     sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now_ms())
+        .bind(now)
         .bind(&device_id)
         .execute(&mut *tx)
         .await?;
@@ -460,26 +411,13 @@ async fn revoke_device(
         .execute(&mut *tx)
         .await?;
     // A lost phone must not keep receiving alerts (D24), nor have them queued for it.
-    sqlx::query(
-        "UPDATE push_outbox SET status = 'cancelled' WHERE status = 'pending' AND subscription_id \
-         IN (SELECT id FROM push_subscriptions WHERE device_id = $1)",
-    )
-    .bind(&device_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM push_subscriptions WHERE device_id = $1")
-        .bind(&device_id)
-        .execute(&mut *tx)
-        .await?;
+    crate::push::subscriptions::remove_device(&mut tx, &device_id).await?;
+    let entry = Entry::new("device.revoke")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(serde_json::json!({ "device_id": device_id, "owner": owner }));
+    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
     let closed = state.connections.disconnect_device(&device_id);
-    audit::record(
-        &state,
-        audit::Entry::new("device.revoke")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(serde_json::json!({ "device_id": device_id, "owner": owner })),
-    )
-    .await?;
     tracing::warn!(closed_sockets = closed, "device revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::access::Role;
 use crate::audit;
-use crate::storage::{self, Backend, Write};
-use crate::units::{self, NewUser, Role};
-use crate::{Settings, db, launch};
+use crate::clock::system_ms;
+use crate::db;
+use crate::units::{self, NewUser};
+use crate::{Settings, launch};
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +55,7 @@ enum Admin {
         password: String,
         #[arg(long)]
         unit: String,
-        #[arg(long, value_enum)]
+        #[arg(long)]
         role: Role,
         /// Cleared for classified items (D18).
         #[arg(long)]
@@ -134,23 +136,13 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// Runs an admin command; what it changes commits with its audit row.
 async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
-    let backend = Backend {
-        sqlite: settings.database_url().starts_with("sqlite"),
-    };
-    let record = |entry: audit::Entry| {
-        let pool = pool.clone();
-        async move { storage::write_now(&pool, backend, &[Write::Audit(entry)]).await }
-    };
+    let now = system_ms();
     let outcome = match admin {
         Admin::CreateUnit { name, parent } => {
-            let id = units::create_unit(&pool, &name, parent.as_deref()).await?;
-            record(
-                audit::Entry::new("admin.create_unit")
-                    .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent})),
-            )
-            .await?;
+            let id = units::create_unit(&pool, &name, parent.as_deref(), now).await?;
             println!("{id}");
             Ok(())
         }
@@ -170,14 +162,7 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
                 role,
                 cleared,
             };
-            let id = units::create_user(&pool, user).await?;
-            record(
-                audit::Entry::new("admin.create_user").detail(serde_json::json!({
-                    "user_id": id, "username": username, "unit_id": unit, "role": role,
-                    "cleared": cleared,
-                })),
-            )
-            .await?;
+            let id = units::create_user(&pool, user, now).await?;
             println!("{id}");
             Ok(())
         }
@@ -188,7 +173,7 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             Ok(())
         }
         Admin::Reproject => {
-            let documents = crate::projection::reproject(&pool, backend).await?;
+            let documents = crate::commit::reproject(&pool, now).await?;
             println!("reprojected {documents} documents");
             Ok(())
         }

@@ -8,6 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+/// Milliseconds since the Unix epoch by the system clock: the one time format stored in the
+/// database. Rules use a [`Clock`] instead, so tests can move time.
+pub fn system_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 #[derive(Clone)]
 pub struct Clock(Arc<Inner>);
 
@@ -37,7 +43,7 @@ impl Clock {
     pub fn now_ms(&self) -> i64 {
         match &self.0.manual {
             Some(now) => now.load(Ordering::SeqCst),
-            None => crate::db::now_ms(),
+            None => system_ms(),
         }
     }
 
@@ -48,7 +54,7 @@ impl Clock {
             .manual
             .as_ref()
             .expect("only a manual clock can be advanced");
-        now.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        now.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
         self.0.changed.notify_waiters();
     }
 
@@ -64,7 +70,10 @@ impl Clock {
             }
             match self.0.manual {
                 Some(_) => changed.await,
-                None => tokio::time::sleep(Duration::from_millis((at_ms - now) as u64)).await,
+                None => {
+                    let wait = u64::try_from(at_ms.saturating_sub(now)).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
             }
         }
     }

@@ -87,9 +87,96 @@ fn create_parent_dir(url: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch, the one time format stored in the database.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Which database a pool talks to. The SQL is the same; how a write transaction starts, how
+/// rows are locked and how the audit chain is serialised differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
+    /// The database `pool` talks to.
+    pub fn of(pool: &Pool) -> Backend {
+        Backend::of_url(pool.connect_options().database_url.as_str())
+    }
+
+    /// The database `connection` talks to.
+    pub fn of_connection(connection: &sqlx::AnyConnection) -> Backend {
+        if connection.backend_name().eq_ignore_ascii_case("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
+    pub fn is_sqlite(self) -> bool {
+        self == Backend::Sqlite
+    }
+
+    /// What a claiming SELECT appends so that two nodes never take the same row
+    /// (PostgreSQL); SQLite has one writer and needs nothing.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes could fail with
+/// "database is locked" at its first write, where waiting is what is wanted.
+pub async fn begin_write(pool: &Pool) -> Result<Tx, sqlx::Error> {
+    match Backend::of(pool) {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
+}
+
+/// Whether trying the same work again may succeed: a busy or unreachable database, a lost
+/// connection, a deadlock, a full disk. A deterministic failure (a constraint, a value the
+/// database refuses, a bug in a statement) would fail the same way for ever; callers must not
+/// retry those endlessly.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => {
+            let Some(code) = error.code() else {
+                return true;
+            };
+            match code.parse::<u32>() {
+                // SQLite result codes: the primary code is the low byte. BUSY, LOCKED, NOMEM,
+                // IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL are about the database, not the data.
+                Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 7 | 10 | 11 | 13 | 14 | 15),
+                // PostgreSQL SQLSTATE classes: connection, transaction rollback (deadlock,
+                // serialization), resources, lock not available, operator intervention, system.
+                Err(_) => {
+                    matches!(&code[..2.min(code.len())], "08" | "40" | "53" | "57" | "58" | "XX")
+                        || code == "55P03"
+                }
+            }
+        }
+        sqlx::Error::Configuration(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_) => false,
+        _ => true,
+    }
 }
 
 /// A value bound to a [`Sql`] statement.

@@ -19,10 +19,9 @@ use sqlx::Row;
 use zhiban_records::{FIRST_REPORT_WITHIN_MS, Timeliness};
 
 use crate::AppState;
-use crate::auth::Identity;
+use crate::access::{Identity, Visibility};
 use crate::db::{Pool, Sql};
 use crate::error::AppError;
-use crate::incident::push_visibility;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/kpis", get(kpis))
@@ -34,8 +33,9 @@ const DEFAULT_SPAN_MS: i64 = 30 * DAY_MS;
 /// A year and a bit: enough for an annual self-assessment (D17), and a bound on the rows read.
 const MAX_SPAN_MS: i64 = 400 * DAY_MS;
 
-#[derive(Deserialize)]
-struct Params {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Params {
     /// The caller's own unit if absent.
     unit: Option<String>,
     /// Start of the window (inclusive), milliseconds since the epoch.
@@ -47,7 +47,8 @@ struct Params {
 }
 
 #[derive(Debug, Serialize)]
-struct Kpis {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct Kpis {
     unit_id: String,
     from: i64,
     to: i64,
@@ -63,7 +64,8 @@ struct Kpis {
 /// Roll-calls of the unit called in the window (D16). Still-open roll-calls whose answer
 /// window has not ended are not counted yet; open ones past their window count as missed.
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct RollCalls {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct RollCalls {
     total: i64,
     answered_in_time: i64,
     /// Answered, but after the window.
@@ -77,7 +79,8 @@ struct RollCalls {
 /// An incident with no first report counts as late once its deadline has passed, and not at
 /// all before.
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct Reporting {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct Reporting {
     incidents: i64,
     first_report_on_time: i64,
     timeliness_rate: Option<f64>,
@@ -86,7 +89,8 @@ struct Reporting {
 /// Of those incidents, the ones that have needed follow-up reports (D12): the cadence is kept
 /// when at least as many follow-ups were made as were due (by now, or by the final report).
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct FollowUps {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct FollowUps {
     incidents: i64,
     cadence_kept: i64,
     rate: Option<f64>,
@@ -95,7 +99,8 @@ struct FollowUps {
 /// Incident and instruction alerts raised for the unit in the window (D10, D14, D23): how long
 /// until someone acknowledged them, in whole seconds (nearest-rank percentiles).
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct Acknowledgement {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct Acknowledgement {
     alerts: i64,
     acknowledged: i64,
     median_secs: Option<i64>,
@@ -105,7 +110,8 @@ struct Acknowledgement {
 /// Shifts of the unit overlapping the window (D2): covered when the roster names a leader on
 /// duty and at least one officer.
 #[derive(Debug, Default, PartialEq, Serialize)]
-struct Coverage {
+#[derive(utoipa::ToSchema)]
+pub(crate) struct Coverage {
     shifts: i64,
     covered: i64,
     rate: Option<f64>,
@@ -115,15 +121,19 @@ struct Coverage {
 struct Scope<'a> {
     pool: &'a Pool,
     unit_id: &'a str,
-    units: &'a std::collections::HashSet<String>,
-    cleared: bool,
+    visibility: &'a Visibility,
     from: i64,
     to: i64,
     now: i64,
 }
 
+/// Key figures of one unit over a window (D17), as JSON or CSV.
+#[utoipa::path(get, path = "/api/kpis", tag = "kpis", params(Params),
+    responses((status = 200, body = Kpis, description = "JSON, or CSV with ?format=csv or Accept: text/csv"),
+        (status = 400, body = zhiban_api::ErrorBody), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(user_id = %identity.user_id))]
-async fn kpis(
+pub(crate) async fn kpis(
     State(state): State<AppState>,
     identity: Identity,
     Query(params): Query<Params>,
@@ -133,15 +143,14 @@ async fn kpis(
     let now = state.clock.now_ms();
     let (from, to) = window(params.from, params.to, now)?;
     let unit_id = params.unit.unwrap_or_else(|| identity.unit_id.clone());
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    if !units.contains(&unit_id) {
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    if !visibility.sees_unit(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
     let scope = Scope {
         pool: &state.pool,
         unit_id: &unit_id,
-        units: &units,
-        cleared: identity.cleared,
+        visibility: &visibility,
         from,
         to,
         now,
@@ -275,13 +284,9 @@ async fn incidents(scope: &Scope<'_>) -> Result<(Reporting, FollowUps), sqlx::Er
         .bind(scope.from)
         .push(" AND known_at < ")
         .bind(scope.to);
-    push_visibility(
-        &mut select,
-        scope.units,
-        scope.cleared,
-        "unit_id",
-        "classified <> 0",
-    );
+    scope
+        .visibility
+        .restrict(&mut select, "unit_id", "classified <> 0");
     let rows = select.query().fetch_all(scope.pool).await?;
     let mut reporting = Reporting::default();
     let mut follow_ups = FollowUps::default();
@@ -332,13 +337,9 @@ async fn acknowledgement(scope: &Scope<'_>) -> Result<Acknowledgement, sqlx::Err
         .bind(scope.from)
         .push(" AND created_at < ")
         .bind(scope.to);
-    push_visibility(
-        &mut select,
-        scope.units,
-        scope.cleared,
-        "unit_id",
-        "classified <> 0",
-    );
+    scope
+        .visibility
+        .restrict(&mut select, "unit_id", "classified <> 0");
     let rows = select.query().fetch_all(scope.pool).await?;
     let mut waits = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -364,13 +365,9 @@ async fn coverage(scope: &Scope<'_>) -> Result<Coverage, sqlx::Error> {
         .bind(scope.to)
         .push(" AND end_at > ")
         .bind(scope.from);
-    push_visibility(
-        &mut select,
-        scope.units,
-        scope.cleared,
-        "unit_id",
-        "classified <> 0",
-    );
+    scope
+        .visibility
+        .restrict(&mut select, "unit_id", "classified <> 0");
     let rows = select.query().fetch_all(scope.pool).await?;
     let mut coverage = Coverage::default();
     for row in &rows {

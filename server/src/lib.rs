@@ -1,25 +1,26 @@
 //! The Zhiban relay server: HTTP API and the `/sync` websocket on one axum router, storage
 //! through sqlx. [`launch`] is the one entry point; `main` only reads settings, binds and
-//! passes a shutdown signal.
+//! passes a shutdown signal. `docs/ARCHITECTURE.md` is the map of the modules below and of
+//! what each may not know.
 
+pub mod access;
 pub mod alerts;
 pub mod audit;
 pub mod auth;
 mod cli;
 pub mod clock;
+pub mod commit;
 pub mod db;
+pub mod documents;
 pub mod error;
-mod handover;
-mod incident;
 mod kpis;
-mod log;
-pub mod projection;
+pub mod openapi;
+pub mod outbox;
 pub mod push;
-pub mod roster;
-mod search;
+pub mod records;
 pub mod settings;
-pub mod storage;
 pub mod sync;
+pub mod timeline;
 pub mod units;
 
 use std::future::Future;
@@ -42,15 +43,18 @@ pub use settings::Settings;
 
 use crate::error::AppError;
 
-/// Everything a request or a background task needs, cheap to clone.
+/// Everything a request or a connection needs, cheap to clone. Only handlers, `sync` and
+/// `launch` see it; domain modules take the narrow handles they need.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub settings: Settings,
     pub pool: db::Pool,
+    pub backend: db::Backend,
     pub keys: auth::TokenKeys,
-    pub storage: storage::Storage,
+    /// The unit of work documents commit through.
+    pub committer: commit::Committer,
     pub documents: sync::Documents,
     pub connections: sync::Connections,
     /// Which user each Automerge actor belongs to.
@@ -58,11 +62,9 @@ pub struct Inner {
     /// The time rules run on (`settings.clock`).
     pub clock: clock::Clock,
     /// Pushes committed to the outbox, to send now.
-    pub alert_queue: tokio::sync::mpsc::UnboundedSender<alerts::Queued>,
+    pub outbox: outbox::Queue,
     /// Wakes the alert worker when a new alert has a step to schedule.
-    pub alerts_wake: Arc<tokio::sync::Notify>,
-    /// Pushes being sent by this node.
-    pub sending: alerts::InFlight,
+    pub alerts_wake: alerts::Wake,
     /// Web Push: the VAPID key and the one shared HTTP client.
     pub push: push::Sender,
     /// This node's peer id in `peer` handshakes and `sync` messages.
@@ -81,18 +83,27 @@ impl Deref for AppState {
     }
 }
 
+impl AppState {
+    /// Hands what an API action raised to delivery and the worker, after its commit.
+    pub fn hand_over(&self, raised: alerts::Raised) {
+        for push in raised.pushes {
+            let _ = self.outbox.send(push);
+        }
+        if raised.wake {
+            self.alerts_wake.notify_one();
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_api_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi::serve))
         .merge(auth::routes())
         .merge(units::routes())
-        .merge(incident::routes())
-        .merge(log::routes())
-        .merge(handover::routes())
-        .merge(roster::routes())
+        .merge(records::routes())
         .merge(kpis::routes())
-        .merge(search::routes())
         .merge(push::routes())
         .merge(alerts::routes())
         .merge(sync::routes())
@@ -107,7 +118,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError> {
+/// Answers when the database does.
+#[utoipa::path(get, path = "/healthz", tag = "operators",
+    responses((status = 200, body = String, description = "ok"), (status = 500, body = zhiban_api::ErrorBody)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError> {
     sqlx::query("SELECT 1").execute(&state.pool).await?;
     Ok("ok")
 }
@@ -120,38 +134,50 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
+    let backend = db::Backend::of_url(&settings.database_url());
     let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
-    let backend = storage::Backend {
-        sqlite: settings.database_url().starts_with("sqlite"),
-    };
     let push = push::Sender::new(&push::load_vapid_key(&pool).await?, &settings.push_contact)?;
-    let (alert_queue, queued) = tokio::sync::mpsc::unbounded_channel();
-    let alerts_wake = Arc::new(tokio::sync::Notify::new());
+    let (outbox, queued) = tokio::sync::mpsc::unbounded_channel();
+    let alerts_wake = alerts::Wake::default();
     let clock = settings.clock.clone();
-    let hooks = storage::AlertHooks {
-        clock: clock.clone(),
-        queue: alert_queue.clone(),
+    let handoff = commit::Handoff {
+        outbox: outbox.clone(),
         wake: alerts_wake.clone(),
     };
-    let (storage, writer) = storage::Storage::spawn(pool.clone(), backend, hooks);
+    let (committer, writer) = commit::Committer::spawn(pool.clone(), backend, clock.clone(), handoff);
+    let worker = alerts::worker::Worker {
+        pool: pool.clone(),
+        backend,
+        clock: clock.clone(),
+        queue: outbox.clone(),
+        wake: alerts_wake.clone(),
+        daily_report_hour: settings.daily_report_hour,
+        utc_offset_hours: settings.utc_offset_hours,
+    };
+    let delivery = outbox::Delivery::new(pool.clone(), clock.clone(), push.clone());
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
         settings,
         pool,
-        storage,
+        backend,
+        committer,
         documents: sync::Documents::default(),
         connections: sync::Connections::default(),
         authors: sync::Authors::default(),
         clock,
-        alert_queue,
+        outbox,
         alerts_wake,
-        sending: alerts::InFlight::default(),
         push,
         server_peer_id: PeerId::new(format!("zhiban-server-{}", uuid::Uuid::now_v7())),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     }));
-    alerts::spawn(&state, queued);
+    state.tasks.spawn(delivery.run(
+        queued,
+        state.tasks.clone(),
+        state.shutdown.clone(),
+    ));
+    state.tasks.spawn(worker.run(state.shutdown.clone()));
     tracing::info!(address = %listener.local_addr()?, "serving");
     let token = state.shutdown.clone();
     // Sync frames are small and latency matters more than packet count: no Nagle delay.
@@ -174,7 +200,7 @@ pub async fn launch(
     {
         tracing::warn!("some connections or documents did not stop within 10 s");
     }
-    state.storage.stop().await;
+    state.committer.stop().await;
     drop(state);
     writer.await?;
     tracing::info!("stopped");

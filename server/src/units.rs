@@ -1,16 +1,15 @@
-//! The unit tree and its people: units, users and their roles. A superior office sees the
-//! units below it; siblings do not see each other (D18).
+//! The unit tree and its people: units, users, their roles and their passwords (argon2).
+//! A superior office sees the units below it; siblings do not see each other (D18).
 
-use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use axum::Json;
+use axum::extract::State;
 use sqlx::Row;
+use zhiban_api::UnitView;
 
 use crate::AppState;
-use crate::auth::Identity;
-use crate::db::{Pool, now_ms};
+use crate::access::{Identity, Role, visible_units};
+use crate::audit::{self, Entry};
 use crate::error::AppError;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -18,57 +17,19 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 /// The caller's unit and every unit below it: what a device subscribes to (their catalogs).
-async fn visible(
-    axum::extract::State(state): axum::extract::State<AppState>,
+#[utoipa::path(get, path = "/api/units", tag = "units",
+    responses((status = 200, body = Vec<UnitView>)), security(("bearer" = [])))]
+pub(crate) async fn visible(
+    State(state): State<AppState>,
     identity: Identity,
-) -> Result<axum::Json<Vec<UnitView>>, AppError> {
+) -> Result<Json<Vec<UnitView>>, AppError> {
     let ids = visible_units(&state.pool, &identity.unit_id).await?;
     let units = list_units(&state.pool)
         .await?
         .into_iter()
-        .filter(|unit| ids.contains(&unit.id))
+        .filter(|unit| ids.contains(unit.id.as_str()))
         .collect();
-    Ok(axum::Json(units))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Leader,
-    Officer,
-    Field,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Leader => "leader",
-            Role::Officer => "officer",
-            Role::Field => "field",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "leader" => Ok(Role::Leader),
-            "officer" => Ok(Role::Officer),
-            "field" => Ok(Role::Field),
-            other => Err(format!("unknown role `{other}`")),
-        }
-    }
+    Ok(Json(units))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,28 +42,44 @@ pub enum UnitError {
     Invalid(&'static str),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
 }
 
-/// The unit itself and every unit below it: what a member of `unit_id` may read.
-pub async fn visible_units(pool: &Pool, unit_id: &str) -> Result<HashSet<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH RECURSIVE below(id) AS ( \
-             SELECT id FROM units WHERE id = $1 \
-             UNION SELECT u.id FROM units u JOIN below b ON u.parent_id = b.id) \
-         SELECT id FROM below",
-    )
-    .bind(unit_id)
-    .fetch_all(pool)
-    .await
-    .map(|ids| ids.into_iter().collect())
+pub fn hash_password(password: &str) -> Result<String, UnitError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|error| UnitError::Hash(error.to_string()))
 }
 
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// Creates a unit; it commits with its audit row. Returns its id.
 pub async fn create_unit(
-    pool: &Pool,
+    pool: &crate::db::Pool,
     name: &str,
     parent: Option<&str>,
+    now: i64,
+) -> Result<String, UnitError> {
+    let mut tx = crate::db::begin_write(pool).await?;
+    let id = insert_unit(&mut tx, name, parent, now).await?;
+    let entry = Entry::new("admin.create_unit")
+        .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent}));
+    audit::append(&mut tx, &[entry], now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+async fn insert_unit(
+    connection: &mut sqlx::AnyConnection,
+    name: &str,
+    parent: Option<&str>,
+    now: i64,
 ) -> Result<String, UnitError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -111,7 +88,7 @@ pub async fn create_unit(
     if let Some(parent) = parent {
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM units WHERE id = $1")
             .bind(parent)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *connection)
             .await?;
         if exists.is_none() {
             return Err(UnitError::NoSuchUnit(parent.to_owned()));
@@ -122,8 +99,8 @@ pub async fn create_unit(
         .bind(&id)
         .bind(name)
         .bind(parent)
-        .bind(now_ms())
-        .execute(pool)
+        .bind(now)
+        .execute(&mut *connection)
         .await?;
     Ok(id)
 }
@@ -137,39 +114,71 @@ pub struct NewUser<'a> {
     pub cleared: bool,
 }
 
-pub async fn create_user(pool: &Pool, user: NewUser<'_>) -> Result<String, UnitError> {
+impl NewUser<'_> {
+    /// Checks what can be checked without the database.
+    pub fn validate(&self) -> Result<(), UnitError> {
+        let username = self.username.trim();
+        if username.is_empty()
+            || username.len() > 64
+            || !username
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        {
+            return Err(UnitError::Invalid(
+                "a username has 1 to 64 letters, digits, '.', '_', '-' or '@'",
+            ));
+        }
+        if self.password.chars().count() < 8 {
+            return Err(UnitError::Invalid("a password has at least 8 characters"));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a user; it commits with its audit row. Returns the user's id.
+pub async fn create_user(
+    pool: &crate::db::Pool,
+    user: NewUser<'_>,
+    now: i64,
+) -> Result<String, UnitError> {
+    user.validate()?;
+    // Hashing takes a while: off the async threads, and before the write lock.
+    let password = user.password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|error| UnitError::Hash(error.to_string()))??;
+    let mut tx = crate::db::begin_write(pool).await?;
+    let id = insert_user(&mut tx, &user, &hash, now).await?;
+    let entry = Entry::new("admin.create_user").detail(serde_json::json!({
+        "user_id": id, "username": user.username.trim(), "unit_id": user.unit_id,
+        "role": user.role, "cleared": user.cleared,
+    }));
+    audit::append(&mut tx, &[entry], now).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+async fn insert_user(
+    connection: &mut sqlx::AnyConnection,
+    user: &NewUser<'_>,
+    password_hash: &str,
+    now: i64,
+) -> Result<String, UnitError> {
     let username = user.username.trim();
-    if username.is_empty()
-        || username.len() > 64
-        || !username
-            .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-    {
-        return Err(UnitError::Invalid(
-            "a username has 1 to 64 letters, digits, '.', '_', '-' or '@'",
-        ));
-    }
-    if user.password.chars().count() < 8 {
-        return Err(UnitError::Invalid("a password has at least 8 characters"));
-    }
     let unit: Option<String> = sqlx::query_scalar("SELECT id FROM units WHERE id = $1")
         .bind(user.unit_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await?;
     if unit.is_none() {
         return Err(UnitError::NoSuchUnit(user.unit_id.to_owned()));
     }
     let taken: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
         .bind(username)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await?;
     if taken.is_some() {
         return Err(UnitError::UsernameTaken(username.to_owned()));
     }
-    let password = user.password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(anyhow::Error::from)??;
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO users (id, username, display_name, password_hash, unit_id, role, cleared, \
@@ -178,38 +187,48 @@ pub async fn create_user(pool: &Pool, user: NewUser<'_>) -> Result<String, UnitE
     .bind(&id)
     .bind(username)
     .bind(user.display_name.unwrap_or(username))
-    .bind(hash)
+    .bind(password_hash)
     .bind(user.unit_id)
     .bind(user.role.as_str())
     .bind(i64::from(user.cleared))
-    .bind(now_ms())
-    .execute(pool)
+    .bind(now)
+    .execute(&mut *connection)
     .await?;
     Ok(id)
 }
 
-#[derive(Debug, Serialize)]
-pub struct UnitView {
-    pub id: String,
-    pub name: String,
-    pub parent_id: Option<String>,
-}
-
-pub async fn list_units(pool: &Pool) -> Result<Vec<UnitView>, sqlx::Error> {
+pub async fn list_units(pool: &crate::db::Pool) -> Result<Vec<UnitView>, sqlx::Error> {
     let rows = sqlx::query("SELECT id, name, parent_id FROM units ORDER BY id")
         .fetch_all(pool)
         .await?;
-    units_from_rows(&rows)
-}
-
-fn units_from_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<UnitView>, sqlx::Error> {
     rows.iter()
         .map(|row| {
             Ok(UnitView {
-                id: row.try_get("id")?,
+                id: row.try_get::<String, _>("id")?.into(),
                 name: row.try_get("name")?,
-                parent_id: row.try_get("parent_id")?,
+                parent_id: row.try_get::<Option<String>, _>("parent_id")?.map(Into::into),
             })
         })
+        .collect()
+}
+
+/// Users of `unit_id` with one of `roles`, by id.
+pub async fn users_with_roles(
+    connection: &mut sqlx::AnyConnection,
+    unit_id: &str,
+    roles: &[Role],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut select = crate::db::Sql::new("SELECT id FROM users WHERE unit_id = ");
+    select
+        .bind(unit_id.to_owned())
+        .push(" AND role IN ")
+        .bind_list(roles.iter().map(|role| crate::db::Arg::from(role.as_str())))
+        .push(" ORDER BY id");
+    select
+        .query()
+        .fetch_all(connection)
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
         .collect()
 }

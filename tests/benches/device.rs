@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zhiban_client_core::{Backoff, DeliveryStatus, Device, DocumentId, Event};
 
-use zhiban_server::units::{NewUser, Role};
+use zhiban_server::access::Role;
+use zhiban_server::units::NewUser;
 use zhiban_server::{Settings, db, units};
 
 const PASSWORD: &str = "benchmark password";
@@ -33,7 +34,7 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let unit = units::create_unit(&pool, "Bench unit", None).await?;
+    let unit = units::create_unit(&pool, "Bench unit", None, zhiban_server::clock::system_ms()).await?;
     for username in ["reporter", "colleague", "newcomer"] {
         units::create_user(
             &pool,
@@ -45,6 +46,7 @@ async fn run() -> anyhow::Result<()> {
                 role: Role::Officer,
                 cleared: false,
             },
+            zhiban_server::clock::system_ms(),
         )
         .await?;
     }

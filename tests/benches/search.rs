@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use zhiban_server::units::{NewUser, Role};
+use zhiban_server::access::Role;
+use zhiban_server::units::NewUser;
 use zhiban_server::{Settings, db, units};
 
 const RECORDS: usize = 100_000;
@@ -72,10 +73,10 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let district = units::create_unit(&pool, "District", None).await?;
+    let district = units::create_unit(&pool, "District", None, zhiban_server::clock::system_ms()).await?;
     let mut unit_ids = Vec::new();
     for i in 0..UNITS {
-        unit_ids.push(units::create_unit(&pool, &format!("Town {i}"), Some(&district)).await?);
+        unit_ids.push(units::create_unit(&pool, &format!("Town {i}"), Some(&district), zhiban_server::clock::system_ms()).await?);
     }
     units::create_user(
         &pool,
@@ -87,6 +88,7 @@ async fn run() -> anyhow::Result<()> {
             role: Role::Officer,
             cleared: false,
         },
+        zhiban_server::clock::system_ms(),
     )
     .await?;
 

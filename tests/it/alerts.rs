@@ -749,26 +749,36 @@ async fn alert_and_policy_requests_out_of_bounds_get_clear_errors() {
     assert_eq!(status, 403, "an officer does not set policy");
     let (status, _) = put(bob.clone(), good.clone()).await;
     assert_eq!(status, 404, "another unit's policy is not even visible");
-    for (bad, message) in [
+    // A target that is not one is refused as the body is read; the rest by the checks.
+    for (bad, code, message) in [
         (
             json!({"steps": [{"after_secs": 0, "targets": ["the_mayor"]}]}),
+            422,
             "unknown target",
         ),
         (
+            json!({"steps": [{"after_secs": 0, "targets": ["user:nobody-here"]}]}),
+            400,
+            "not a user of this unit",
+        ),
+        (
             json!({"steps": [{"after_secs": 0, "targets": []}]}),
+            400,
             "no targets",
         ),
         (
             json!({"steps": [{"after_secs": 0, "targets": ["leader_on_duty"], "repeat_every_secs": 5}]}),
+            400,
             "once a minute",
         ),
         (
             json!({"steps": [{"after_secs": 600, "targets": ["unit_leaders"]}, {"after_secs": 0, "targets": ["leader_on_duty"]}]}),
+            400,
             "comes before",
         ),
     ] {
         let (status, body) = put(leader.clone(), bad).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, code, "{body}");
         assert!(body["error"].as_str().unwrap().contains(message), "{body}");
     }
     let (status, body) = put(leader.clone(), json!({"steps": "soon"})).await;

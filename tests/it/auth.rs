@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use zhiban_server::units::Role;
+use zhiban_server::access::Role;
 
 use crate::helpers::{PASSWORD, RawPeer, Received, spawn_app};
 

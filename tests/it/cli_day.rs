@@ -379,7 +379,7 @@ async fn cli_day_a_leave_approved_by_the_leader_changes_who_is_on_duty() {
     app.create_user(
         "zhao",
         &org.unit_a,
-        zhiban_server::units::Role::Officer,
+        zhiban_server::access::Role::Officer,
         false,
     )
     .await;

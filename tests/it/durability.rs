@@ -8,7 +8,7 @@ use automerge::Automerge;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use zhiban_protocol::DocumentId;
-use zhiban_server::units::Role;
+use zhiban_server::access::Role;
 
 use crate::helpers::{
     PASSWORD, RawPeer, Session, edit, new_document, org, postgres_settings, spawn_app,
@@ -142,7 +142,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         let pool = zhiban_server::db::connect(&settings.database_url())
             .await
             .unwrap();
-        let unit = zhiban_server::units::create_unit(&pool, "Town A", None)
+        let unit = zhiban_server::units::create_unit(&pool, "Town A", None, zhiban_server::clock::system_ms())
             .await
             .unwrap();
         for name in ["alice", "anna"] {
@@ -156,6 +156,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
                     role: Role::Officer,
                     cleared: false,
                 },
+                zhiban_server::clock::system_ms(),
             )
             .await
             .unwrap();

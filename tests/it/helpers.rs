@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use zhiban_protocol::{DocumentId, Message, PeerId};
-use zhiban_server::units::{NewUser, Role};
+use zhiban_server::access::Role;
+use zhiban_server::units::NewUser;
 use zhiban_server::{Settings, db};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -127,7 +128,7 @@ impl TestApp {
     }
 
     pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
-        zhiban_server::units::create_unit(&self.pool, name, parent)
+        zhiban_server::units::create_unit(&self.pool, name, parent, zhiban_server::clock::system_ms())
             .await
             .expect("create unit")
     }
@@ -143,6 +144,7 @@ impl TestApp {
                 role,
                 cleared,
             },
+            zhiban_server::clock::system_ms(),
         )
         .await
         .expect("create user");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use zhiban_client_core::{Backoff, Device};
-use zhiban_server::units::Role;
+use zhiban_server::access::Role;
 
 use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app};
 

@@ -184,7 +184,7 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
     // Rebuilding from the documents gives exactly the rows kept incrementally.
     let before = projection_rows(&app).await;
     assert_eq!(before.len(), 3);
-    wipe(&app, &["incidents", "search_index", "search_documents"]).await;
+    wipe(&app, &["incidents", "records", "search_index", "search_parts"]).await;
     assert!(projection_rows(&app).await.is_empty());
     assert_eq!(reproject(&app).await, 3);
     assert_eq!(projection_rows(&app).await, before);
@@ -202,10 +202,7 @@ async fn wipe(app: &TestApp, tables: &[&str]) {
 
 /// `admin reproject` on the test's SQLite database; how many records it rebuilt.
 async fn reproject(app: &TestApp) -> usize {
-    zhiban_server::projection::reproject(
-        &app.pool,
-        zhiban_server::storage::Backend { sqlite: true },
-    )
+    zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
     .await
     .unwrap()
 }
@@ -213,10 +210,11 @@ async fn reproject(app: &TestApp) -> usize {
 /// Every projected row, without the time it was written.
 async fn projection_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
     sqlx::query_as(
-        "SELECT i.document_id, i.title || '|' || COALESCE(i.status, '') || '|' || i.warnings, \
+        "SELECT i.document_id, i.title || '|' || COALESCE(i.status, '') || '|' || r.warnings, \
          i.unit_id, s.body FROM incidents i \
-         JOIN search_documents sd ON sd.document_id = i.document_id \
-         JOIN search_index s ON s.rowid = sd.id ORDER BY i.document_id",
+         JOIN records r ON r.document_id = i.document_id \
+         JOIN search_parts p ON p.document_id = i.document_id AND p.list = '' \
+         JOIN search_index s ON s.rowid = p.id ORDER BY i.document_id",
     )
     .fetch_all(&app.pool)
     .await
@@ -244,7 +242,7 @@ enum Relation {
 /// answer the policy gives (D18), and all four must agree.
 #[tokio::test]
 async fn the_authorization_matrix_holds_for_sync_list_get_and_search() {
-    use zhiban_server::units::Role;
+    use zhiban_server::access::Role;
     let app = spawn_app().await;
     let root = app.create_unit("Province office", None).await;
     let home = app.create_unit("County office", Some(&root)).await;
@@ -396,6 +394,9 @@ async fn a_malformed_record_is_stored_but_flagged() {
     );
 }
 
+/// 2026-11-22 20:00 +08:00: a night shift's start.
+const NIGHT: i64 = 1_795_348_800_000;
+
 #[tokio::test]
 async fn duty_log_entries_are_listed_searched_and_rebuilt() {
     let app = spawn_app().await;
@@ -405,9 +406,9 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
     let sync = device.start_sync_with(FAST);
     let (log, warnings) = device
         .create_record(&json!({
-            "type": "duty_log", "title": "夜班 2026-11-22", "shift_start": 1_000i64,
+            "type": "duty_log", "title": "夜班 2026-11-22", "shift_start": NIGHT,
             "entries": [{
-                "received_at": 2_000i64, "caller_unit": "交警大队", "caller_name": "王警官",
+                "received_at": NIGHT + 2_000, "caller_unit": "交警大队", "caller_name": "王警官",
                 "phone": "0571-110", "content": "高速追尾，两车受损", "handling": "转报带班领导",
                 "handler": "alice", "incident": "INCIDENT-1",
             }],
@@ -419,7 +420,7 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
         .append(
             &log,
             &["entries"],
-            &json!({"received_at": 3_000i64, "content": "群众来电询问道路情况", "phone": "138 0000 0000", "handler": "alice"}),
+            &json!({"received_at": NIGHT + 3_000, "content": "群众来电询问道路情况", "phone": "138 0000 0000", "handler": "alice"}),
         )
         .await
         .unwrap();
@@ -445,7 +446,7 @@ async fn duty_log_entries_are_listed_searched_and_rebuilt() {
     let of_incident = get(&app, &alice, "/api/log?incident=INCIDENT-1").await;
     assert_eq!(of_incident.as_array().unwrap().len(), 1);
     assert_eq!(of_incident[0]["caller_name"], "王警官");
-    let window = get(&app, &alice, "/api/log?from=2500").await;
+    let window = get(&app, &alice, &format!("/api/log?from={}", NIGHT + 2_500)).await;
     assert_eq!(window.as_array().unwrap().len(), 1);
     let hits = get(
         &app,
@@ -486,7 +487,7 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
     app.create_user(
         "zhao",
         &org.unit_a,
-        zhiban_server::units::Role::Officer,
+        zhiban_server::access::Role::Officer,
         false,
     )
     .await;
@@ -822,10 +823,7 @@ async fn records_queries_search_and_audit_work_on_postgres() {
         .is_empty()
     );
     assert_eq!(
-        zhiban_server::projection::reproject(
-            &app.pool,
-            zhiban_server::storage::Backend { sqlite: false }
-        )
+        zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
         .await
         .unwrap(),
         2

@@ -364,7 +364,7 @@ async fn idle_documents_are_unloaded_and_reload_on_demand() {
     app.create_user(
         "operator",
         &org.unit_a,
-        zhiban_server::units::Role::Admin,
+        zhiban_server::access::Role::Admin,
         false,
     )
     .await;

@@ -1,23 +1,29 @@
 //! The alert inbox and acknowledgement, device receipts, roll-calls (D16) and escalation
 //! policies. Visibility follows the unit tree and clearance as everywhere else (D18): an alert
-//! one may not see answers 404, like one that does not exist.
+//! one may not see answers 404, like one that does not exist. Every action commits with its
+//! audit row.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use sqlx::Row;
+use zhiban_api::{
+    Acknowledged, AlertKind, AlertList, AlertView, Grade, Policy, PolicyBody, Resolution,
+    RollcallAnswered, RollcallCalled, RollcallList, RollcallRequest, RollcallStatus, RollcallView,
+    Target,
+};
 
-use super::policy::{self, Step};
-use super::{Alert, NewAlert, cancel_pending, raise, timeline};
+use super::engine::{append, raise, resolve_alert};
+use super::{Alert, NewAlert, policy};
 use crate::AppState;
+use crate::access::{Identity, Role, Visibility, units_above};
 use crate::audit::{self, Entry};
-use crate::auth::Identity;
-use crate::db::Sql;
+use crate::db::{Sql, begin_write};
 use crate::error::{ApiJson, AppError};
-use crate::units::Role;
+use crate::records::parse_name;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -33,79 +39,67 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Serialize)]
-struct AlertView {
-    id: String,
-    kind: String,
-    document_id: Option<String>,
-    /// For a roll-call's alert: the roll-call to answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rollcall_id: Option<String>,
-    unit_id: String,
-    classified: bool,
-    grade: Option<String>,
-    title: String,
-    created_at: i64,
-    due_at: Option<i64>,
-    step: i64,
-    next_at: Option<i64>,
-    acknowledged_at: Option<i64>,
-    acknowledged_by: Option<String>,
-    resolved_at: Option<i64>,
-    resolution: Option<String>,
-    /// Whether the caller was among those alerted.
-    targeted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeline: Option<Vec<Value>>,
-}
-
 const VIEW_COLUMNS: &str = "a.id, a.kind, a.dedupe_key, a.document_id, a.unit_id, a.classified, a.grade, \
      a.title, a.created_at, a.due_at, a.step, a.next_at, a.acknowledged_at, a.acknowledged_by, \
      a.resolved_at, a.resolution, \
      CAST(CASE WHEN t.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS targeted";
 
 fn view(row: &sqlx::any::AnyRow) -> Result<AlertView, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let resolution: Option<String> = row.try_get("resolution")?;
     Ok(AlertView {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        document_id: row.try_get("document_id")?,
+        id: row.try_get::<String, _>("id")?.into(),
+        kind: kind
+            .parse::<AlertKind>()
+            .map_err(|error| sqlx::Error::Decode(error.into()))?,
+        document_id: row
+            .try_get::<Option<String>, _>("document_id")?
+            .and_then(|id| id.parse().ok()),
         rollcall_id: row
             .try_get::<String, _>("dedupe_key")?
             .strip_prefix("rollcall:")
-            .map(str::to_owned),
-        unit_id: row.try_get("unit_id")?,
+            .map(Into::into),
+        unit_id: row.try_get::<String, _>("unit_id")?.into(),
         classified: row.try_get::<i64, _>("classified")? != 0,
-        grade: row.try_get("grade")?,
+        grade: parse_name(row.try_get("grade")?),
         title: row.try_get("title")?,
         created_at: row.try_get("created_at")?,
         due_at: row.try_get("due_at")?,
         step: row.try_get("step")?,
         next_at: row.try_get("next_at")?,
         acknowledged_at: row.try_get("acknowledged_at")?,
-        acknowledged_by: row.try_get("acknowledged_by")?,
+        acknowledged_by: row
+            .try_get::<Option<String>, _>("acknowledged_by")?
+            .map(Into::into),
         resolved_at: row.try_get("resolved_at")?,
-        resolution: row.try_get("resolution")?,
+        resolution: resolution.and_then(|resolution| resolution.parse::<Resolution>().ok()),
         targeted: row.try_get::<i64, _>("targeted")? != 0,
         timeline: None,
     })
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
     /// Only alerts still running (neither acknowledged nor resolved).
     #[serde(default)]
     open: bool,
     /// Only alerts that reached the caller.
     #[serde(default)]
     mine: bool,
+    /// 1 to 500; 50 by default.
     limit: Option<i64>,
 }
 
-async fn list(
+/// The alerts the caller may see, newest first.
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts", params(ListQuery),
+    responses((status = 200, body = AlertList), (status = 400, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     identity: Identity,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<AlertList>, AppError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(AppError::BadRequest("limit must be 1 to 500".into()));
@@ -127,25 +121,19 @@ async fn list(
         .iter()
         .map(view)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "alerts": alerts })))
+    Ok(Json(AlertList { alerts }))
 }
 
 /// Alerts the caller may see (their units, classified only when cleared), each marked
 /// `targeted` when it reached them; callers append `AND …` conditions.
 async fn visible_alerts(state: &AppState, identity: &Identity) -> Result<Sql, AppError> {
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    let visibility = Visibility::of(&state.pool, identity).await?;
     let mut select = Sql::new(&format!(
         "SELECT {VIEW_COLUMNS} FROM alerts a LEFT JOIN alert_targets t \
          ON t.alert_id = a.id AND t.user_id = "
     ));
     select.bind(identity.user_id.clone()).push(" WHERE 1 = 1");
-    crate::incident::push_visibility(
-        &mut select,
-        &units,
-        identity.cleared,
-        "a.unit_id",
-        "a.classified <> 0",
-    );
+    visibility.restrict(&mut select, "a.unit_id", "a.classified <> 0");
     Ok(select)
 }
 
@@ -161,59 +149,51 @@ async fn visible(state: &AppState, identity: &Identity, id: &str) -> Result<Aler
     Ok(view(&row)?)
 }
 
-async fn one(
+/// One alert with its timeline.
+#[utoipa::path(get, path = "/api/alerts/{id}", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 200, body = AlertView), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn one(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
 ) -> Result<Json<AlertView>, AppError> {
     let mut alert = visible(&state, &identity, &id).await?;
-    alert.timeline = Some(alert_timeline(&state, "alert_id", &id).await?);
+    alert.timeline = Some(crate::timeline::of_alert(&state.pool, &id).await?);
     Ok(Json(alert))
-}
-
-/// Timeline entries by `alert_id` or `document_id`, oldest first.
-pub async fn alert_timeline(
-    state: &AppState,
-    column: &'static str,
-    id: &str,
-) -> Result<Vec<Value>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT alert_id, at, event, user_id, detail FROM timeline WHERE {column} = $1 ORDER BY id"
-    )))
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let detail: String = row.try_get("detail")?;
-            Ok(json!({
-                "alert_id": row.try_get::<String, _>("alert_id")?,
-                "at": row.try_get::<i64, _>("at")?,
-                "event": row.try_get::<String, _>("event")?,
-                "user_id": row.try_get::<Option<String>, _>("user_id")?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-            }))
-        })
-        .collect()
 }
 
 /// Stops the alert's repeats and escalation (D23). Anyone it reached may acknowledge, and so
 /// may a leader or officer who can see it (the colleague at the desk picks up).
-async fn acknowledge(
+/// Acknowledging a roll-call's alert answers the roll-call.
+#[utoipa::path(post, path = "/api/alerts/{id}/ack", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 200, body = Acknowledged), (status = 403, body = zhiban_api::ErrorBody),
+        (status = 404, body = zhiban_api::ErrorBody), (status = 409, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn acknowledge(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Acknowledged>, AppError> {
     let alert = visible(&state, &identity, &id).await?;
     if !alert.targeted && !matches!(identity.role, Role::Leader | Role::Officer | Role::Admin) {
         return Err(AppError::Forbidden("this alert was not sent to you"));
     }
-    // Acknowledging a roll-call's alert is answering the roll-call (D16).
     if let Some(rollcall) = &alert.rollcall_id {
-        return answer_rollcall(&state, &identity, rollcall).await.map(Json);
+        let answered = answer_rollcall(&state, &identity, rollcall.as_str()).await?;
+        let alert = visible(&state, &identity, &id).await?;
+        return Ok(Json(Acknowledged {
+            id: alert.id,
+            already: false,
+            acknowledged_at: alert.acknowledged_at,
+            acknowledged_by: alert.acknowledged_by,
+            resolved_at: alert.resolved_at,
+            resolution: alert.resolution,
+            rollcall: Some(answered),
+        }));
     }
     let now = state.clock.now_ms();
-    let mut tx = state.pool.begin().await?;
+    let mut tx = begin_write(&state.pool).await?;
     let updated = sqlx::query(
         "UPDATE alerts SET acknowledged_at = $1, acknowledged_by = $2, next_at = NULL \
          WHERE id = $3 AND acknowledged_at IS NULL AND resolved_at IS NULL",
@@ -226,35 +206,42 @@ async fn acknowledge(
     if updated.rows_affected() == 0 {
         tx.rollback().await?;
         let current = visible(&state, &identity, &id).await?;
-        return Ok(Json(json!({
-            "id": id, "already": true,
-            "acknowledged_at": current.acknowledged_at, "acknowledged_by": current.acknowledged_by,
-            "resolved_at": current.resolved_at, "resolution": current.resolution,
-        })));
+        return Ok(Json(Acknowledged {
+            id: current.id,
+            already: true,
+            acknowledged_at: current.acknowledged_at,
+            acknowledged_by: current.acknowledged_by,
+            resolved_at: current.resolved_at,
+            resolution: current.resolution,
+            rollcall: None,
+        }));
     }
-    cancel_pending(&mut tx, &id).await?;
+    crate::outbox::cancel_pending(&mut tx, &id).await?;
     let stored = stored_alert(&mut tx, &id).await?;
-    timeline(
+    append(
         &mut tx,
         &stored,
         now,
         "alert.acknowledged",
         Some(&identity.user_id),
-        json!({"device_id": identity.device_id, "after_ms": now - stored.created_at}),
+        json!({"device_id": identity.device_id, "after_ms": now.saturating_sub(stored.created_at)}),
     )
     .await?;
+    let entry = Entry::new("alert.acknowledge")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(json!({"alert_id": id, "document_id": stored.document_id}));
+    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
-    audit::record(
-        &state,
-        Entry::new("alert.acknowledge")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({"alert_id": id, "document_id": stored.document_id})),
-    )
-    .await?;
     tracing::info!(alert_id = %id, user_id = %identity.user_id, "alert acknowledged");
-    Ok(Json(json!({
-        "id": id, "already": false, "acknowledged_at": now, "acknowledged_by": identity.user_id,
-    })))
+    Ok(Json(Acknowledged {
+        id: id.into(),
+        already: false,
+        acknowledged_at: Some(now),
+        acknowledged_by: Some(identity.user_id.into()),
+        resolved_at: None,
+        resolution: None,
+        rollcall: None,
+    }))
 }
 
 async fn stored_alert(
@@ -272,7 +259,10 @@ async fn stored_alert(
 }
 
 /// The device showed the notification (the service worker reports it): the delivery receipt.
-async fn receipt(
+#[utoipa::path(post, path = "/api/alerts/{id}/receipt", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn receipt(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
@@ -281,7 +271,7 @@ async fn receipt(
     let now = state.clock.now_ms();
     let mut connection = state.pool.acquire().await?;
     let stored = stored_alert(&mut connection, &id).await?;
-    timeline(
+    append(
         &mut connection,
         &stored,
         now,
@@ -293,31 +283,28 @@ async fn receipt(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Call {
-    unit_id: String,
-    /// How long the duty post has to answer; 5 minutes by default.
-    window_secs: Option<i64>,
-}
-
 /// A roll-call (D16): only a superior office (or an admin) calls a unit's duty post.
-async fn call(
+#[utoipa::path(post, path = "/api/rollcalls", tag = "alerts", request_body = RollcallRequest,
+    responses((status = 201, body = RollcallCalled), (status = 400, body = zhiban_api::ErrorBody),
+        (status = 403, body = zhiban_api::ErrorBody), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn call(
     State(state): State<AppState>,
     identity: Identity,
-    ApiJson(call): ApiJson<Call>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+    ApiJson(call): ApiJson<RollcallRequest>,
+) -> Result<(StatusCode, Json<RollcallCalled>), AppError> {
     let window_secs = call.window_secs.unwrap_or(300);
     if !(30..=3600).contains(&window_secs) {
         return Err(AppError::BadRequest(
             "window_secs must be 30 to 3600".into(),
         ));
     }
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    if !units.contains(&call.unit_id) {
+    let unit_id = call.unit_id.0;
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    if !visibility.sees_unit(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
-    let superior = call.unit_id != identity.unit_id
+    let superior = unit_id != identity.unit_id
         && matches!(identity.role, Role::Leader | Role::Officer | Role::Admin);
     if !(superior || identity.role == Role::Admin) {
         return Err(AppError::Forbidden(
@@ -325,18 +312,17 @@ async fn call(
         ));
     }
     let name: String = sqlx::query_scalar("SELECT name FROM units WHERE id = $1")
-        .bind(&call.unit_id)
+        .bind(&unit_id)
         .fetch_one(&state.pool)
         .await?;
     let now = state.clock.now_ms();
     let id = uuid::Uuid::now_v7().to_string();
-    let mut tx = state.pool.begin().await?;
-    let mut queued = Vec::new();
+    let mut tx = begin_write(&state.pool).await?;
     let alert = NewAlert {
-        kind: "rollcall",
+        kind: AlertKind::Rollcall,
         dedupe_key: format!("rollcall:{id}"),
         document_id: None,
-        unit_id: call.unit_id.clone(),
+        unit_id: unit_id.clone(),
         classified: false,
         grade: None,
         title: format!(
@@ -347,51 +333,51 @@ async fn call(
         due_at: None,
         responsible: None,
     };
-    let alert_id: String = {
-        raise(&mut tx, alert, now, &mut queued).await?;
-        sqlx::query_scalar("SELECT id FROM alerts WHERE dedupe_key = $1")
-            .bind(format!("rollcall:{id}"))
-            .fetch_one(&mut *tx)
-            .await?
-    };
+    let raised = raise(&mut tx, alert, now).await?;
+    let alert_id: String = sqlx::query_scalar("SELECT id FROM alerts WHERE dedupe_key = $1")
+        .bind(format!("rollcall:{id}"))
+        .fetch_one(&mut *tx)
+        .await?;
+    let window_ms = window_secs * 1000;
     sqlx::query(
         "INSERT INTO rollcalls (id, unit_id, called_by, called_at, window_ms, status, alert_id) \
          VALUES ($1, $2, $3, $4, $5, 'open', $6)",
     )
     .bind(&id)
-    .bind(&call.unit_id)
+    .bind(&unit_id)
     .bind(&identity.user_id)
     .bind(now)
-    .bind(window_secs * 1000)
+    .bind(window_ms)
     .bind(&alert_id)
     .execute(&mut *tx)
     .await?;
+    let entry = Entry::new("rollcall.call")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(json!({"rollcall_id": id, "unit_id": unit_id, "window_secs": window_secs}));
+    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
-    for item in queued {
-        let _ = state.alert_queue.send(item);
-    }
-    state.alerts_wake.notify_one();
-    audit::record(
-        &state,
-        Entry::new("rollcall.call")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(
-                json!({"rollcall_id": id, "unit_id": call.unit_id, "window_secs": window_secs}),
-            ),
-    )
-    .await?;
+    state.hand_over(raised);
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "alert_id": alert_id, "due_at": now + window_secs * 1000})),
+        Json(RollcallCalled {
+            id: id.into(),
+            alert_id: alert_id.into(),
+            due_at: now + window_ms,
+        }),
     ))
 }
 
 /// The duty post answers; the delay is kept. After the window it counts as missed.
-async fn answer(
+#[utoipa::path(post, path = "/api/rollcalls/{id}/answer", tag = "alerts",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RollcallAnswered), (status = 404, body = zhiban_api::ErrorBody),
+        (status = 409, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn answer(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RollcallAnswered>, AppError> {
     answer_rollcall(&state, &identity, &id).await.map(Json)
 }
 
@@ -399,7 +385,7 @@ async fn answer_rollcall(
     state: &AppState,
     identity: &Identity,
     id: &str,
-) -> Result<Value, AppError> {
+) -> Result<RollcallAnswered, AppError> {
     let row = sqlx::query(
         "SELECT unit_id, called_at, window_ms, status, alert_id FROM rollcalls WHERE id = $1",
     )
@@ -415,7 +401,8 @@ async fn answer_rollcall(
     let window_ms: i64 = row.try_get("window_ms")?;
     let alert_id: String = row.try_get("alert_id")?;
     let now = state.clock.now_ms();
-    let mut tx = state.pool.begin().await?;
+    let delay_ms = now.saturating_sub(called_at);
+    let mut tx = begin_write(&state.pool).await?;
     let updated = sqlx::query(
         "UPDATE rollcalls SET status = 'answered', answered_at = $1, answered_by = $2 \
          WHERE id = $3 AND status = 'open' AND called_at + window_ms >= $1",
@@ -431,47 +418,55 @@ async fn answer_rollcall(
             .fetch_one(&mut *tx)
             .await?;
         return Err(AppError::Conflict(match status.as_str() {
-            "open" if now > called_at + window_ms => {
+            "open" if delay_ms > window_ms => {
                 "the roll-call's window has closed: it counts as missed".into()
             }
             other => format!("the roll-call is already {other}"),
         }));
     }
     let alert = stored_alert(&mut tx, &alert_id).await?;
-    super::resolve_alert(&mut tx, &alert, "answered", now).await?;
-    timeline(
+    resolve_alert(&mut tx, &alert, Resolution::Answered, now).await?;
+    append(
         &mut tx,
         &alert,
         now,
         "rollcall.answered",
         Some(&identity.user_id),
-        json!({"device_id": identity.device_id, "delay_ms": now - called_at}),
+        json!({"device_id": identity.device_id, "delay_ms": delay_ms}),
     )
     .await?;
+    let entry = Entry::new("rollcall.answer")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(json!({"rollcall_id": id, "delay_ms": delay_ms}));
+    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
-    audit::record(
-        state,
-        Entry::new("rollcall.answer")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({"rollcall_id": id, "delay_ms": now - called_at})),
-    )
-    .await?;
-    Ok(json!({"id": id, "status": "answered", "answered_at": now, "delay_ms": now - called_at}))
+    Ok(RollcallAnswered {
+        id: id.into(),
+        status: RollcallStatus::Answered,
+        answered_at: now,
+        delay_ms,
+    })
 }
 
-#[derive(Deserialize)]
-struct RollcallQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RollcallQuery {
+    /// The caller's own unit if absent.
     unit: Option<String>,
 }
 
-async fn rollcalls(
+/// A unit's roll-calls, newest first, with how long each answer took.
+#[utoipa::path(get, path = "/api/rollcalls", tag = "alerts", params(RollcallQuery),
+    responses((status = 200, body = RollcallList), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn rollcalls(
     State(state): State<AppState>,
     identity: Identity,
     Query(query): Query<RollcallQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<RollcallList>, AppError> {
     let unit_id = query.unit.unwrap_or_else(|| identity.unit_id.clone());
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    if !units.contains(&unit_id) {
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    if !visibility.sees_unit(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
     let rows = sqlx::query(
@@ -486,62 +481,77 @@ async fn rollcalls(
         .map(|row| {
             let called_at: i64 = row.try_get("called_at")?;
             let answered_at: Option<i64> = row.try_get("answered_at")?;
-            Ok(json!({
-                "id": row.try_get::<String, _>("id")?,
-                "called_by": row.try_get::<String, _>("called_by")?,
-                "called_at": called_at,
-                "window_ms": row.try_get::<i64, _>("window_ms")?,
-                "status": row.try_get::<String, _>("status")?,
-                "answered_at": answered_at,
-                "answered_by": row.try_get::<Option<String>, _>("answered_by")?,
-                "delay_ms": answered_at.map(|at| at - called_at),
-                "alert_id": row.try_get::<String, _>("alert_id")?,
-            }))
+            let status: String = row.try_get("status")?;
+            Ok(RollcallView {
+                id: row.try_get::<String, _>("id")?.into(),
+                called_by: row.try_get::<String, _>("called_by")?.into(),
+                called_at,
+                window_ms: row.try_get("window_ms")?,
+                status: status
+                    .parse()
+                    .map_err(|error: String| sqlx::Error::Decode(error.into()))?,
+                answered_at,
+                answered_by: row
+                    .try_get::<Option<String>, _>("answered_by")?
+                    .map(Into::into),
+                delay_ms: answered_at.map(|at| at.saturating_sub(called_at)),
+                alert_id: row.try_get::<String, _>("alert_id")?.into(),
+            })
         })
-        .collect::<Result<Vec<Value>, sqlx::Error>>()?;
-    Ok(Json(json!({"unit_id": unit_id, "rollcalls": rollcalls})))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Json(RollcallList {
+        unit_id: unit_id.into(),
+        rollcalls,
+    }))
 }
 
-fn grade(grade: &str) -> Result<(), AppError> {
-    match grade {
-        "red" | "yellow" | "blue" => Ok(()),
-        _ => Err(AppError::BadRequest("grade is red, yellow or blue".into())),
-    }
+fn grade(name: &str) -> Result<Grade, AppError> {
+    parse_name(Some(name.to_owned()))
+        .ok_or_else(|| AppError::BadRequest("grade is red, yellow or blue".into()))
 }
 
-async fn get_policy(
+/// A unit's escalation policy for a grade: its own, or the default.
+#[utoipa::path(get, path = "/api/escalation-policies/{unit}/{grade}", tag = "alerts",
+    params(("unit" = String, Path), ("grade" = String, Path, description = "red, yellow or blue")),
+    responses((status = 200, body = Policy), (status = 400, body = zhiban_api::ErrorBody),
+        (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn get_policy(
     State(state): State<AppState>,
     identity: Identity,
     Path((unit_id, grade_name)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
-    grade(&grade_name)?;
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    if !units.contains(&unit_id) {
+) -> Result<Json<Policy>, AppError> {
+    let grade = grade(&grade_name)?;
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    if !visibility.sees_unit(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
     let mut connection = state.pool.acquire().await?;
-    let steps = policy::steps_for(&mut connection, &unit_id, &grade_name).await?;
-    Ok(Json(
-        json!({"unit_id": unit_id, "grade": grade_name, "steps": steps}),
-    ))
+    let steps = policy::steps_for(&mut connection, &unit_id, grade).await?;
+    Ok(Json(Policy {
+        unit_id: unit_id.into(),
+        grade,
+        steps,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyBody {
-    steps: Vec<Step>,
-}
-
-/// A unit's leader (or an admin) sets how its alerts escalate.
-async fn put_policy(
+/// A unit's leader (or an admin) sets how its alerts escalate. A `user:` target must be a
+/// user of the unit or of an office above it.
+#[utoipa::path(put, path = "/api/escalation-policies/{unit}/{grade}", tag = "alerts",
+    params(("unit" = String, Path), ("grade" = String, Path, description = "red, yellow or blue")),
+    request_body = PolicyBody,
+    responses((status = 200, body = Policy), (status = 400, body = zhiban_api::ErrorBody),
+        (status = 403, body = zhiban_api::ErrorBody), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn put_policy(
     State(state): State<AppState>,
     identity: Identity,
     Path((unit_id, grade_name)): Path<(String, String)>,
     ApiJson(body): ApiJson<PolicyBody>,
-) -> Result<Json<Value>, AppError> {
-    grade(&grade_name)?;
-    let units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
-    if !units.contains(&unit_id) {
+) -> Result<Json<Policy>, AppError> {
+    let grade = grade(&grade_name)?;
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    if !visibility.sees_unit(&unit_id) {
         return Err(AppError::NotFound("no such unit"));
     }
     let allowed = identity.role == Role::Admin
@@ -552,28 +562,47 @@ async fn put_policy(
         ));
     }
     policy::validate(&body.steps).map_err(AppError::BadRequest)?;
+    let offices = units_above(&state.pool, &unit_id).await?;
+    for step in &body.steps {
+        for target in &step.targets {
+            if let Target::User(user) = target {
+                let unit: Option<String> =
+                    sqlx::query_scalar("SELECT unit_id FROM users WHERE id = $1")
+                        .bind(user.as_str())
+                        .fetch_optional(&state.pool)
+                        .await?;
+                if !unit.is_some_and(|unit| offices.contains(&unit)) {
+                    return Err(AppError::BadRequest(format!(
+                        "{target}: not a user of this unit or an office above it"
+                    )));
+                }
+            }
+        }
+    }
     let steps =
         serde_json::to_string(&body.steps).map_err(|error| AppError::Internal(error.into()))?;
+    let now = state.clock.now_ms();
+    let mut tx = begin_write(&state.pool).await?;
     sqlx::query(
         "INSERT INTO escalation_policies (unit_id, grade, steps, updated_by, updated_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (unit_id, grade) DO UPDATE SET \
          steps = excluded.steps, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
     )
     .bind(&unit_id)
-    .bind(&grade_name)
+    .bind(grade.as_str())
     .bind(&steps)
     .bind(&identity.user_id)
-    .bind(state.clock.now_ms())
-    .execute(&state.pool)
+    .bind(now)
+    .execute(&mut *tx)
     .await?;
-    audit::record(
-        &state,
-        Entry::new("policy.set")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({"unit_id": unit_id, "grade": grade_name, "steps": body.steps})),
-    )
-    .await?;
-    Ok(Json(
-        json!({"unit_id": unit_id, "grade": grade_name, "steps": body.steps}),
-    ))
+    let entry = Entry::new("policy.set")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(json!({"unit_id": unit_id, "grade": grade, "steps": body.steps}));
+    audit::append(&mut tx, &[entry], now).await?;
+    tx.commit().await?;
+    Ok(Json(Policy {
+        unit_id: unit_id.into(),
+        grade,
+        steps: body.steps,
+    }))
 }

@@ -1,11 +1,11 @@
 //! Web Push (RFC 8030, payload encryption RFC 8291, VAPID RFC 8292): the server's VAPID key
 //! pair, the browsers' push subscriptions bound to registered devices, and the [`Sender`] that
-//! encrypts and posts one message to one subscription. Deciding whom to alert and retrying
-//! until an alert is acknowledged belongs to the escalation worker, which calls
-//! [`subscriptions_for_users`] and [`Sender::send`] and acts on the [`Outcome`].
+//! encrypts and posts one message to one subscription. Deciding whom to alert belongs to
+//! `alerts`, sending and retrying to `outbox`; only `api` knows HTTP, callers and the audit.
 
+pub mod api;
 mod sender;
-mod subscription;
+pub mod subscriptions;
 mod vapid;
 
 use axum::Router;
@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use crate::AppState;
 
 pub use sender::{MAX_PAYLOAD_BYTES, Outcome, SEND_TIMEOUT, Sender};
-pub use subscription::{Subscription, remove_subscription, subscriptions_for_users};
+pub use subscriptions::{Subscription, subscriptions_for_users};
 pub use vapid::{VapidKey, load_vapid_key};
 pub use web_push::{SubscriptionInfo, SubscriptionKeys, Urgency};
 
@@ -30,16 +30,10 @@ pub enum PushError {
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/push/vapid-public-key",
-            get(subscription::vapid_public_key),
-        )
+        .route("/api/push/vapid-public-key", get(api::vapid_public_key))
         .route(
             "/api/push/subscriptions",
-            post(subscription::subscribe).delete(subscription::unsubscribe_by_endpoint),
+            post(api::subscribe).delete(api::unsubscribe_by_endpoint),
         )
-        .route(
-            "/api/push/subscriptions/{id}",
-            delete(subscription::unsubscribe_by_id),
-        )
+        .route("/api/push/subscriptions/{id}", delete(api::unsubscribe_by_id))
 }

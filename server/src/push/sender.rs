@@ -40,7 +40,7 @@ pub enum Outcome {
         reason: String,
     },
     /// The subscription no longer exists (404/410): remove it with
-    /// [`super::remove_subscription`].
+    /// `DELETE`, as the outbox does.
     Gone,
     /// The message cannot be delivered as it is (other 4xx, payload too large, unusable keys):
     /// retrying the same message will not help.

@@ -24,14 +24,15 @@ pub struct Authors {
 impl Authors {
     /// The user an actor is bound to, if any.
     pub async fn owner(&self, pool: &Pool, actor: &ActorId) -> Result<Option<String>, sqlx::Error> {
-        if let Some(user) = self.known.lock().expect("authors lock").get(actor) {
+        if let Some(user) = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(actor)
+        {
             return Ok(Some(user.clone()));
         }
-        let user: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM actors WHERE actor_id = $1")
-                .bind(actor.to_hex_string())
-                .fetch_optional(pool)
-                .await?;
+        let user = crate::documents::actor_owner(pool, &actor.to_hex_string()).await?;
         if let Some(user) = &user {
             self.remember(actor.clone(), user.clone());
         }
@@ -42,7 +43,7 @@ impl Authors {
     pub fn remember(&self, actor: ActorId, user_id: String) {
         self.known
             .lock()
-            .expect("authors lock")
+            .unwrap_or_else(|e| e.into_inner())
             .insert(actor, user_id);
     }
 }

@@ -1,6 +1,6 @@
 //! One task per loaded document. It owns the Automerge document and the sync state of every
-//! peer subscribed to it, applies what peers send, commits new changes through the storage
-//! writer and only then answers: no peer ever learns of a change the disk does not hold.
+//! peer subscribed to it, applies what peers send, commits new changes (`commit`) and only
+//! then answers: no peer ever learns of a change the disk does not hold.
 //! A document nobody uses is unloaded after a while; peers' sync states are kept in the
 //! database so a reconnecting device does not start over.
 
@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, Automerge, ChangeHash, ObjType, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, ObjType, PatchLog, ReadDoc};
+use serde_json::json;
 use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
+use zhiban_records::RecordKind;
 
 use super::peer::Peer;
-use crate::storage::{DocumentMeta, Write, retry_delay};
-use crate::{AppState, audit, projection};
-use serde_json::json;
+use crate::commit::{DocumentWork, Work, retry_delay};
+use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
+use crate::records::{self, Change, Source};
+use crate::{AppState, audit};
 
 pub enum Command {
     /// A `sync` or `request` message from a peer.
@@ -174,6 +177,15 @@ struct DocumentActor {
     authors: Vec<(Arc<Peer>, Vec<String>)>,
     /// Actors first seen this round, bound to the peer's user when the round commits.
     new_actors: Vec<(ActorId, Arc<Peer>)>,
+    /// What this round's changes did, for projecting a long record item by item; active only
+    /// for such records.
+    patches: PatchLog,
+    /// The record's type as last projected.
+    kind: Option<RecordKind>,
+    /// The next round reads the record whole: after loading (the rows may be stale if the
+    /// last change could not be processed), after a refusal rolled changes back, after a
+    /// flagged commit.
+    read_whole: bool,
 }
 
 impl DocumentActor {
@@ -192,6 +204,9 @@ impl DocumentActor {
             creator: None,
             authors: Vec::new(),
             new_actors: Vec::new(),
+            patches: PatchLog::inactive(),
+            kind: None,
+            read_whole: true,
         }
     }
 
@@ -241,7 +256,7 @@ impl DocumentActor {
     async fn load(&mut self) {
         let mut attempt = 0;
         let stored = loop {
-            match self.state.storage.load_document(&self.document_id).await {
+            match documents::load(&self.state.pool, &self.document_id).await {
                 Ok(stored) => break stored,
                 Err(error) => {
                     tracing::error!(%error, attempt, "cannot load document; retrying");
@@ -332,12 +347,7 @@ impl DocumentActor {
     /// updating its catalog must not hide the record from the unit's devices.
     async fn reconcile_catalog(&mut self) {
         let Some(meta) = &self.meta else { return };
-        match self
-            .state
-            .storage
-            .list_records(&meta.unit_id, meta.classified)
-            .await
-        {
+        match documents::list_records(&self.state.pool, &meta.unit_id, meta.classified).await {
             Ok(records) => self.add_to_catalog(&records),
             Err(error) => tracing::error!(%error, "cannot read the unit's records for its catalog"),
         }
@@ -466,10 +476,12 @@ impl DocumentActor {
         if subscriber.access == Some(Access::ReadOnly) && !message.changes.is_empty() {
             tracing::info!(peer = %peer.peer_id, "changes from a read-only peer ignored");
         }
-        if let Err(error) = self
-            .document
-            .receive_sync_message(&mut subscriber.state, message)
-        {
+        if let Err(error) = self.document.receive_sync_message_log_patches(
+            &mut subscriber.state,
+            message,
+            &mut self.patches,
+        ) {
+            self.read_whole = true;
             tracing::warn!(peer = %peer.peer_id, %error, "sync message refused");
             peer.send(&Message::Error {
                 message: format!("sync message refused for {}: {error}", self.document_id),
@@ -539,6 +551,9 @@ impl DocumentActor {
     /// this round's other changes) and the peer's sync state starts over.
     fn refuse_forgery(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String) {
         tracing::warn!(peer = %peer.peer_id, %reason, "changes refused");
+        // The round's patches describe changes no longer there.
+        self.read_whole = true;
+        self.patches = PatchLog::inactive();
         match self.document.fork_at(before) {
             Ok(mut document) => {
                 document.set_actor(self.document.get_actor().clone());
@@ -555,23 +570,24 @@ impl DocumentActor {
             subscriber.state = sync::State::new();
             subscriber.state.read_only = read_only;
         }
-        self.state.storage.submit(vec![Write::Audit(
+        self.state.committer.submit(Work::Audit(vec![
             audit::Entry::new("sync.refused")
                 .by(&peer.identity.user_id, Some(&peer.identity.device_id))
                 .document(self.document_id)
                 .detail(json!({"reason": reason})),
-        )]);
+        ]));
         peer.send(&Message::Error {
             message: format!("changes to {} refused: {reason}", self.document_id),
         });
     }
 
     async fn initial_sync_state(&self, peer: &Peer, access: Option<Access>) -> sync::State {
-        let mut state = match self
-            .state
-            .storage
-            .load_sync_state(peer.peer_id.as_str(), &self.document_id)
-            .await
+        let mut state = match documents::load_sync_state(
+            &self.state.pool,
+            peer.peer_id.as_str(),
+            &self.document_id,
+        )
+        .await
         {
             Ok(Some(bytes)) => sync::State::decode(&bytes).unwrap_or_default(),
             Ok(None) => sync::State::new(),
@@ -607,8 +623,8 @@ impl DocumentActor {
         let heads = self.document.get_heads();
         let changed = heads != self.committed_heads;
         if changed {
-            let mut writes = Vec::with_capacity(2);
             let mut registered = None;
+            let mut audit = Vec::new();
             if !self.registered {
                 let meta = match self.meta.clone() {
                     Some(catalog) => catalog,
@@ -617,10 +633,6 @@ impl DocumentActor {
                         Err(reason) => return self.refuse_new_document(reason),
                     },
                 };
-                writes.push(Write::RegisterDocument {
-                    document_id: self.document_id,
-                    meta: meta.clone(),
-                });
                 let mut entry = audit::Entry::new(if meta.catalog {
                     "catalog.create"
                 } else {
@@ -631,54 +643,52 @@ impl DocumentActor {
                 if let Some(creator) = &self.creator {
                     entry = entry.by(&creator.identity.user_id, Some(&creator.identity.device_id));
                 }
-                writes.push(Write::Audit(entry));
+                audit.push(entry);
                 registered = Some(meta);
             }
-            // Bindings first: the projection checks who wrote an instruction or approval.
-            let bound: Vec<(ActorId, String)> = self
-                .new_actors
-                .drain(..)
-                .map(|(actor, peer)| {
-                    writes.push(Write::BindActor {
-                        actor_id: actor.to_hex_string(),
-                        user_id: peer.identity.user_id.clone(),
-                        device_id: peer.identity.device_id.clone(),
-                    });
-                    (actor, peer.identity.user_id.clone())
+            let bound: Vec<(ActorId, Arc<Peer>)> = self.new_actors.drain(..).collect();
+            let actors: Vec<ActorBinding> = bound
+                .iter()
+                .map(|(actor, peer)| ActorBinding {
+                    actor_id: actor.to_hex_string(),
+                    user_id: peer.identity.user_id.clone(),
+                    device_id: peer.identity.device_id.clone(),
                 })
                 .collect();
-            let meta = registered.as_ref().or(self.meta.as_ref());
-            if let Some(meta) = meta.filter(|meta| !meta.catalog)
-                && let Some(mut rows) = projection::project(self.document_id, meta, &self.document)
-            {
-                rows.fresh = registered.is_some();
-                writes.push(Write::Project(Box::new(rows)));
-            }
+            let record = self.project(registered.as_ref());
             for (peer, changes) in self.authors.drain(..) {
-                writes.push(Write::Audit(
+                audit.push(
                     audit::Entry::new("sync.change")
                         .by(&peer.identity.user_id, Some(&peer.identity.device_id))
                         .document(self.document_id)
                         .detail(json!({"peer": peer.peer_id, "changes": changes})),
-                ));
+                );
             }
-            if self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks {
-                writes.push(Write::Snapshot {
-                    document_id: self.document_id,
+            let snapshot = self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks;
+            let chunk = if snapshot {
+                Chunk::Snapshot {
                     seq: self.next_seq,
                     data: self.document.save(),
-                });
+                }
             } else {
-                writes.push(Write::AppendChanges {
-                    document_id: self.document_id,
+                Chunk::Changes {
                     seq: self.next_seq,
                     data: self.document.save_after(&self.committed_heads),
-                });
-            }
-            let snapshot = matches!(writes.last(), Some(Write::Snapshot { .. }));
-            self.commit(writes).await;
-            for (actor, user_id) in bound {
-                self.state.authors.remember(actor, user_id);
+                }
+            };
+            let work = DocumentWork {
+                document_id: self.document_id,
+                register: registered.clone(),
+                chunk,
+                actors,
+                record,
+                audit,
+            };
+            self.commit(work).await;
+            for (actor, peer) in bound {
+                self.state
+                    .authors
+                    .remember(actor, peer.identity.user_id.clone());
             }
             self.next_seq += 1;
             self.chunks_since_snapshot = if snapshot {
@@ -717,6 +727,34 @@ impl DocumentActor {
         }
     }
 
+    /// The record's rows after this round: item by item for a long record whose last round
+    /// went well, whole otherwise. Resets the round's patch log.
+    fn project(&mut self, registered: Option<&DocumentMeta>) -> Option<records::Projection> {
+        let patches = self.document.make_patches(&mut self.patches);
+        let meta = registered.or(self.meta.as_ref()).filter(|meta| !meta.catalog)?;
+        let fresh = registered.is_some();
+        let change = if self.read_whole || fresh {
+            Change::All
+        } else {
+            Change::Patches(&patches)
+        };
+        let source = Source {
+            document_id: self.document_id,
+            meta,
+            doc: &self.document,
+        };
+        let projection = records::project(&source, change, fresh);
+        self.kind = projection.as_ref().map(|projection| projection.common.kind);
+        self.read_whole = false;
+        // Patches are worth logging only for records projected item by item.
+        self.patches = if self.kind.and_then(RecordKind::items).is_some() {
+            PatchLog::active()
+        } else {
+            PatchLog::inactive()
+        };
+        projection
+    }
+
     async fn announce_to_catalog(&self, meta: &DocumentMeta) {
         let catalog = DocumentId::catalog(&meta.unit_id, meta.classified);
         let command = Command::Catalog {
@@ -724,7 +762,7 @@ impl DocumentActor {
             unit_id: meta.unit_id.clone(),
             classified: meta.classified,
             created_by: meta.created_by.clone(),
-            created_at: crate::db::now_ms(),
+            created_at: crate::clock::system_ms(),
         };
         self.state
             .documents
@@ -732,14 +770,31 @@ impl DocumentActor {
             .await;
     }
 
-    /// Retries until the database takes the writes: the changes are in memory and unacknowledged,
-    /// so the devices still hold them too, and nothing is answered until this returns.
-    async fn commit(&self, writes: Vec<Write>) {
+    /// Retries until the database takes the work: the changes are in memory and
+    /// unacknowledged, so the devices still hold them too, and nothing is answered until this
+    /// returns. A record that could not be processed is stored all the same (`commit`); its
+    /// next round reads it whole.
+    async fn commit(&mut self, work: DocumentWork) {
         let mut attempt = 0;
-        while let Err(error) = self.state.storage.commit(writes.clone()).await {
-            tracing::error!(%error, attempt, "cannot store changes; retrying");
-            tokio::time::sleep(retry_delay(attempt)).await;
-            attempt += 1;
+        loop {
+            match self
+                .state
+                .committer
+                .commit(Work::Document(Box::new(work.clone())))
+                .await
+            {
+                Ok(outcome) => {
+                    if outcome.flagged.is_some() {
+                        self.read_whole = true;
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, attempt, "cannot store changes; retrying");
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
         }
     }
 
@@ -752,9 +807,15 @@ impl DocumentActor {
             .as_ref()
             .ok_or_else(|| "no creator for a new document".to_owned())?;
         let identity = &creator.identity;
-        let unit_id = projection::root_text(&self.document, "unit")
+        let unit_id = zhiban_records::json::text(&self.document, &automerge::ROOT, "unit")
             .unwrap_or_else(|| identity.unit_id.clone());
-        let classified = match projection::root_text(&self.document, "classification").as_deref() {
+        let classified = match zhiban_records::json::text(
+            &self.document,
+            &automerge::ROOT,
+            "classification",
+        )
+        .as_deref()
+        {
             None | Some("plain") => false,
             Some("classified") => true,
             Some(other) => return Err(format!("unknown classification `{other}`")),
@@ -785,7 +846,7 @@ impl DocumentActor {
         if let Some(creator) = &self.creator {
             entry = entry.by(&creator.identity.user_id, Some(&creator.identity.device_id));
         }
-        self.state.storage.submit(vec![Write::Audit(entry)]);
+        self.state.committer.submit(Work::Audit(vec![entry]));
         self.authors.clear();
         self.new_actors.clear();
         for subscriber in std::mem::take(&mut self.subscribers).into_values() {
@@ -795,6 +856,8 @@ impl DocumentActor {
             self.unavailable(&subscriber.peer);
         }
         self.document = Automerge::new();
+        self.patches = PatchLog::inactive();
+        self.read_whole = true;
         self.committed_heads.clear();
         self.creator = None;
     }
@@ -825,11 +888,11 @@ impl DocumentActor {
 
     fn save_sync_state(&self, subscriber: &Subscriber) {
         if self.meta.is_some() {
-            self.state.storage.submit(vec![Write::SyncState {
+            self.state.committer.submit(Work::SyncState {
                 peer_id: subscriber.peer.peer_id.to_string(),
                 document_id: self.document_id,
                 state: subscriber.state.encode(),
-            }]);
+            });
         }
     }
 

@@ -19,6 +19,7 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Deserialize;
+use zhiban_api::SyncStats;
 use zhiban_protocol::{DecodeError, DocumentId, Message, PROTOCOL_VERSION, PeerMetadata};
 
 pub use authorship::Authors;
@@ -28,7 +29,8 @@ pub use peer::Connections;
 use peer::Peer;
 
 use crate::AppState;
-use crate::auth::{AuthError, Identity};
+use crate::access::{Identity, Role, visible_units};
+use crate::auth::AuthError;
 use crate::error::AppError;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,33 +41,36 @@ pub fn routes() -> Router<AppState> {
         .route("/api/sync/stats", get(stats))
 }
 
-#[derive(serde::Serialize)]
-struct Stats {
-    connections: usize,
-    documents_loaded: usize,
-}
-
 /// What the relay holds in memory now; for operators (admins) only.
-async fn stats(
+#[utoipa::path(get, path = "/api/sync/stats", tag = "sync",
+    responses((status = 200, body = SyncStats), (status = 403, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn stats(
     State(state): State<AppState>,
     identity: Identity,
-) -> Result<axum::Json<Stats>, AppError> {
-    if identity.role != crate::units::Role::Admin {
+) -> Result<axum::Json<SyncStats>, AppError> {
+    if identity.role != Role::Admin {
         return Err(AppError::Forbidden("admins only"));
     }
-    Ok(axum::Json(Stats {
+    Ok(axum::Json(SyncStats {
         connections: state.connections.count(),
         documents_loaded: state.documents.loaded(),
     }))
 }
 
-#[derive(Deserialize)]
-struct SyncQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SyncQuery {
+    /// The access token, for browsers (their websockets cannot set headers).
     token: Option<String>,
 }
 
-/// Browsers cannot set headers on a websocket, so the token may come as `?token=`.
-async fn upgrade(
+/// The automerge-repo websocket (binary CBOR frames). The token comes as `?token=` or
+/// `Authorization: Bearer`; the first frame must be `join` with this device's peer id.
+#[utoipa::path(get, path = "/sync", tag = "sync", params(SyncQuery),
+    responses((status = 101, description = "Switching to the sync protocol"),
+        (status = 401, body = zhiban_api::ErrorBody)))]
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<SyncQuery>,
     headers: HeaderMap,
@@ -80,8 +85,8 @@ async fn upgrade(
         .as_deref()
         .or(header_token)
         .ok_or(AuthError::Missing)?;
-    let identity = Identity::from_token(&state, token).await?;
-    let visible_units = crate::units::visible_units(&state.pool, &identity.unit_id).await?;
+    let identity = crate::auth::identify(&state, token).await?;
+    let visible_units = visible_units(&state.pool, &identity.unit_id).await?;
     let max = state.settings.max_frame_bytes;
     Ok(upgrade
         // Small buffers: an idle device should cost a few kilobytes, not the defaults' 128 KiB.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zhiban_protocol::{Message, PeerId};
 
-use crate::auth::Identity;
+use crate::access::Identity;
 
 /// Why the server ended a connection; sent as the websocket close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,27 +1,20 @@
-//! Browsers' push subscriptions: registered by an authenticated device with the
-//! `PushSubscription` JSON the browser gives, validated before they are stored, and read back
-//! for sending only while their device is not revoked.
+//! Browsers' push subscriptions: validated before they are stored ([`NewSubscription`]),
+//! bound to the device that registered them, and read back for sending only while their
+//! device is not revoked. Plain SQL: the routes are in `api`.
 
 use std::fmt;
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use base64::Engine;
 use base64::alphabet::URL_SAFE;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use web_push::SubscriptionInfo;
+use zhiban_api::SubscribeRequest;
 
-use crate::AppState;
-use crate::audit::{self, Entry};
-use crate::auth::Identity;
-use crate::db::{Arg, Pool, Sql, now_ms};
-use crate::error::{ApiJson, AppError};
+use crate::db::{Arg, Sql};
 
 /// Longest endpoint accepted; real ones (FCM, Mozilla, Apple) are a few hundred bytes.
 const MAX_ENDPOINT_LEN: usize = 2048;
@@ -86,15 +79,6 @@ pub async fn subscriptions_for_users(
         .collect()
 }
 
-/// Deletes a subscription the push service reported gone; true if there was one.
-pub async fn remove_subscription(pool: &Pool, id: &str) -> Result<bool, sqlx::Error> {
-    let removed = sqlx::query("DELETE FROM push_subscriptions WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(removed.rows_affected() > 0)
-}
-
 fn subscription_from_row(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
     Ok(Subscription {
         id: row.try_get("id")?,
@@ -110,28 +94,12 @@ fn subscription_from_row(row: &AnyRow) -> Result<Subscription, sqlx::Error> {
 }
 
 /// The push service's host, for logs and the audit trail.
-fn push_service(endpoint: &str) -> Option<String> {
+pub fn push_service(endpoint: &str) -> Option<String> {
     endpoint.parse::<Uri>().ok()?.host().map(str::to_owned)
 }
 
-/// The browser's `PushSubscription.toJSON()`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct SubscribeRequest {
-    endpoint: String,
-    #[serde(default)]
-    expiration_time: Option<f64>,
-    keys: KeysRequest,
-}
-
-#[derive(Deserialize)]
-struct KeysRequest {
-    p256dh: String,
-    auth: String,
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(super) enum InvalidSubscription {
+pub enum InvalidSubscription {
     #[error("endpoint must be an http or https URL")]
     Endpoint,
     #[error("endpoint is longer than {MAX_ENDPOINT_LEN} bytes")]
@@ -150,23 +118,17 @@ pub(super) enum InvalidSubscription {
     ExpirationTime,
 }
 
-impl From<InvalidSubscription> for AppError {
-    fn from(error: InvalidSubscription) -> Self {
-        AppError::Rejected(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
-    }
-}
-
 /// A subscription that passed validation, keys re-encoded without padding.
 #[derive(Debug)]
-struct NewSubscription {
-    endpoint: String,
-    p256dh: String,
-    auth: String,
-    expiration_time: Option<i64>,
+pub struct NewSubscription {
+    pub endpoint: String,
+    pub p256dh: String,
+    pub auth: String,
+    pub expiration_time: Option<i64>,
 }
 
 impl NewSubscription {
-    fn parse(request: SubscribeRequest) -> Result<Self, InvalidSubscription> {
+    pub fn parse(request: SubscribeRequest) -> Result<Self, InvalidSubscription> {
         if request.endpoint.len() > MAX_ENDPOINT_LEN {
             return Err(InvalidSubscription::EndpointTooLong);
         }
@@ -197,7 +159,10 @@ impl NewSubscription {
 
         let expiration_time = match request.expiration_time {
             None => None,
-            Some(ms) if ms >= 0.0 && ms <= i64::MAX as f64 => Some(ms as i64),
+            // Whole milliseconds within i64: the cast neither truncates a fraction that
+            // matters nor overflows.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(ms) if (0.0..9.0e15).contains(&ms) => Some(ms as i64),
             Some(_) => return Err(InvalidSubscription::ExpirationTime),
         };
         Ok(Self {
@@ -209,40 +174,20 @@ impl NewSubscription {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct PublicKeyResponse {
-    public_key: String,
-}
-
-/// The key a browser passes as `applicationServerKey`; any logged-in device may ask.
-pub(super) async fn vapid_public_key(
-    State(state): State<AppState>,
-    _identity: Identity,
-) -> Json<PublicKeyResponse> {
-    Json(PublicKeyResponse {
-        public_key: state.push.public_key_base64().to_owned(),
-    })
-}
-
-#[derive(Serialize)]
-pub(super) struct SubscribeResponse {
-    id: String,
-}
-
-/// Stores the calling device's subscription. The same endpoint again (a re-subscribe, or
-/// another user on a shared browser) replaces the row and binds it to the calling device.
-#[tracing::instrument(skip_all, fields(user_id = %identity.user_id, device_id = %identity.device_id))]
-pub(super) async fn subscribe(
-    State(state): State<AppState>,
-    identity: Identity,
-    ApiJson(request): ApiJson<SubscribeRequest>,
-) -> Result<(StatusCode, Json<SubscribeResponse>), AppError> {
-    let subscription = NewSubscription::parse(request)?;
+/// Stores the device's subscription. The same endpoint again (a re-subscribe, or another user
+/// on a shared browser) replaces the row and binds it to the calling device. Returns the id
+/// and the device it was bound to before, if another.
+pub async fn store(
+    tx: &mut sqlx::AnyConnection,
+    subscription: &NewSubscription,
+    user_id: &str,
+    device_id: &str,
+    now: i64,
+) -> Result<(String, Option<String>), sqlx::Error> {
     let previous_device: Option<String> =
         sqlx::query_scalar("SELECT device_id FROM push_subscriptions WHERE endpoint = $1")
             .bind(&subscription.endpoint)
-            .fetch_optional(&state.pool)
+            .fetch_optional(&mut *tx)
             .await?;
     let id: String = sqlx::query_scalar(
         "INSERT INTO push_subscriptions \
@@ -254,92 +199,67 @@ pub(super) async fn subscribe(
          RETURNING id",
     )
     .bind(uuid::Uuid::now_v7().to_string())
-    .bind(&identity.device_id)
-    .bind(&identity.user_id)
+    .bind(device_id)
+    .bind(user_id)
     .bind(&subscription.endpoint)
     .bind(&subscription.p256dh)
     .bind(&subscription.auth)
     .bind(subscription.expiration_time)
-    .bind(now_ms())
-    .fetch_one(&state.pool)
+    .bind(now)
+    .fetch_one(&mut *tx)
     .await?;
-    audit::record(
-        &state,
-        Entry::new("push.subscribe")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({
-                "subscription_id": id,
-                "push_service": push_service(&subscription.endpoint),
-                "replaced_device": previous_device,
-            })),
-    )
-    .await?;
-    tracing::info!(subscription_id = %id, "push subscription stored");
-    Ok((StatusCode::CREATED, Json(SubscribeResponse { id })))
+    Ok((id, previous_device.filter(|previous| previous != device_id)))
 }
 
-#[derive(Deserialize)]
-pub(super) struct UnsubscribeRequest {
-    endpoint: String,
+/// Which subscription of a user to remove.
+pub enum Which<'a> {
+    Endpoint(&'a str),
+    Id(&'a str),
 }
 
-/// Removes one of the caller's subscriptions, named by its endpoint as the browser knows it.
-#[tracing::instrument(skip_all, fields(user_id = %identity.user_id, device_id = %identity.device_id))]
-pub(super) async fn unsubscribe_by_endpoint(
-    State(state): State<AppState>,
-    identity: Identity,
-    ApiJson(request): ApiJson<UnsubscribeRequest>,
-) -> Result<StatusCode, AppError> {
-    let row = sqlx::query(
-        "DELETE FROM push_subscriptions WHERE endpoint = $1 AND user_id = $2 \
-         RETURNING id, endpoint",
-    )
-    .bind(&request.endpoint)
-    .bind(&identity.user_id)
-    .fetch_optional(&state.pool)
+/// Deletes one of `user_id`'s subscriptions; its id and push service if there was one.
+pub async fn remove(
+    tx: &mut sqlx::AnyConnection,
+    which: Which<'_>,
+    user_id: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    let (column, value) = match which {
+        Which::Endpoint(endpoint) => ("endpoint", endpoint),
+        Which::Id(id) => ("id", id),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM push_subscriptions WHERE {column} = $1 AND user_id = $2 \
+         RETURNING id, endpoint"
+    )))
+    .bind(value)
+    .bind(user_id)
+    .fetch_optional(tx)
     .await?;
-    unsubscribed(&state, &identity, row).await
+    row.map(|row| {
+        let endpoint: String = row.try_get("endpoint")?;
+        Ok((row.try_get("id")?, push_service(&endpoint)))
+    })
+    .transpose()
 }
 
-/// Removes one of the caller's subscriptions by the id it was given at registration.
-#[tracing::instrument(skip_all, fields(user_id = %identity.user_id, device_id = %identity.device_id))]
-pub(super) async fn unsubscribe_by_id(
-    State(state): State<AppState>,
-    identity: Identity,
-    Path(id): Path<String>,
-) -> Result<StatusCode, AppError> {
-    let row = sqlx::query(
-        "DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2 RETURNING id, endpoint",
+/// Deletes a device's subscriptions and cancels what is queued for them (a revoked phone,
+/// D24).
+pub async fn remove_device(
+    tx: &mut sqlx::AnyConnection,
+    device_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE push_outbox SET status = 'cancelled' WHERE status = 'pending' AND subscription_id \
+         IN (SELECT id FROM push_subscriptions WHERE device_id = $1)",
     )
-    .bind(&id)
-    .bind(&identity.user_id)
-    .fetch_optional(&state.pool)
+    .bind(device_id)
+    .execute(&mut *tx)
     .await?;
-    unsubscribed(&state, &identity, row).await
-}
-
-async fn unsubscribed(
-    state: &AppState,
-    identity: &Identity,
-    deleted: Option<AnyRow>,
-) -> Result<StatusCode, AppError> {
-    // Someone else's subscription is answered like a missing one: its existence is none of
-    // the caller's business.
-    let row = deleted.ok_or(AppError::NotFound("no such push subscription"))?;
-    let id: String = row.try_get("id")?;
-    let endpoint: String = row.try_get("endpoint")?;
-    audit::record(
-        state,
-        Entry::new("push.unsubscribe")
-            .by(&identity.user_id, Some(&identity.device_id))
-            .detail(json!({
-                "subscription_id": id,
-                "push_service": push_service(&endpoint),
-            })),
-    )
-    .await?;
-    tracing::info!(subscription_id = %id, "push subscription removed");
-    Ok(StatusCode::NO_CONTENT)
+    sqlx::query("DELETE FROM push_subscriptions WHERE device_id = $1")
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -350,7 +270,7 @@ mod tests {
         SubscribeRequest {
             endpoint: endpoint.into(),
             expiration_time: None,
-            keys: KeysRequest {
+            keys: zhiban_api::SubscriptionKeys {
                 p256dh: p256dh.into(),
                 auth: auth.into(),
             },

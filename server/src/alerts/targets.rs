@@ -1,0 +1,163 @@
+//! Who a step reaches. User ids come from documents (roster people, instruction addressees)
+//! and policies, and a document may name anyone or anything: only users of the alert's unit
+//! or of an office above it are paged (a classified alert: only cleared ones, D18); the others
+//! are ignored and noted on the timeline. Nobody on the roster falls back to the unit's
+//! leaders (or officers), because an alert must reach someone; that is noted too.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use sqlx::Row;
+use zhiban_api::{Role, Target};
+
+use super::Alert;
+use crate::access::units_above;
+use crate::db::{Arg, Sql};
+use crate::records::roster::on_duty_users;
+use crate::units::users_with_roles;
+
+/// Whom a step reaches, and why some were not.
+#[derive(Debug, Default)]
+pub struct Reached {
+    pub users: Vec<String>,
+    /// Targets that found nobody and what was used instead.
+    pub fallbacks: Vec<String>,
+    /// Names that were not paged, with the reason.
+    pub ignored: Vec<Ignored>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ignored {
+    pub user_id: String,
+    pub reason: &'static str,
+}
+
+/// The longest user id a document may name; longer ones are ignored unread.
+const MAX_USER_ID: usize = 64;
+
+pub async fn resolve(
+    connection: &mut sqlx::AnyConnection,
+    alert: &Alert,
+    targets: &[Target],
+    now: i64,
+) -> Result<Reached, sqlx::Error> {
+    let offices = units_above(&mut *connection, &alert.unit_id).await?;
+    let mut reached = Reached::default();
+    for target in targets {
+        let (candidates, fallback) = match target {
+            Target::LeaderOnDuty => (
+                on_duty_users(connection, &alert.unit_id, now).await?.0,
+                Some((alert.unit_id.clone(), Role::Leader, "unit leaders")),
+            ),
+            Target::OfficersOnDuty => (
+                on_duty_users(connection, &alert.unit_id, now).await?.1,
+                Some((alert.unit_id.clone(), Role::Officer, "unit officers")),
+            ),
+            Target::UnitLeaders => (
+                users_with_roles(connection, &alert.unit_id, &[Role::Leader]).await?,
+                None,
+            ),
+            Target::SuperiorOnDuty => match offices.get(1) {
+                Some(parent) => {
+                    let (leaders, officers) = on_duty_users(connection, parent, now).await?;
+                    (
+                        leaders.into_iter().chain(officers).collect(),
+                        Some((parent.clone(), Role::Leader, "its leaders")),
+                    )
+                }
+                None => (Vec::new(), None),
+            },
+            Target::UnitAdmins => {
+                // The nearest office that has admins.
+                let mut admins = Vec::new();
+                for office in &offices {
+                    admins = users_with_roles(connection, office, &[Role::Admin]).await?;
+                    if !admins.is_empty() {
+                        break;
+                    }
+                }
+                (admins, None)
+            }
+            Target::User(user) => (vec![user.0.clone()], None),
+            // Replaced by the reporter when the alert was raised.
+            Target::Responsible => (Vec::new(), None),
+        };
+        let mut found = valid(connection, alert, &offices, candidates, &mut reached.ignored).await?;
+        if found.is_empty()
+            && let Some((unit, role, instead)) = fallback
+        {
+            reached
+                .fallbacks
+                .push(format!("{target}: nobody on the roster; {instead}"));
+            let users = users_with_roles(connection, &unit, &[role]).await?;
+            found = valid(connection, alert, &offices, users, &mut reached.ignored).await?;
+        }
+        for user in found {
+            if !reached.users.contains(&user) {
+                reached.users.push(user);
+            }
+        }
+    }
+    Ok(reached)
+}
+
+/// The candidates who are users of one of `offices` (cleared ones, for a classified alert).
+async fn valid(
+    connection: &mut sqlx::AnyConnection,
+    alert: &Alert,
+    offices: &[String],
+    mut candidates: Vec<String>,
+    ignored: &mut Vec<Ignored>,
+) -> Result<Vec<String>, sqlx::Error> {
+    candidates.dedup();
+    let (plausible, implausible): (Vec<String>, Vec<String>) = candidates
+        .into_iter()
+        .partition(|id| !id.is_empty() && id.len() <= MAX_USER_ID);
+    ignored.extend(implausible.into_iter().map(|id| Ignored {
+        user_id: id.chars().take(MAX_USER_ID).collect(),
+        reason: "not a user id",
+    }));
+    if plausible.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut select = Sql::new("SELECT id, unit_id, cleared FROM users WHERE id IN ");
+    select.bind_list(plausible.iter().map(|id| Arg::from(id.as_str())));
+    let known: HashMap<String, (String, bool)> = select
+        .query()
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id")?,
+                (
+                    row.try_get("unit_id")?,
+                    row.try_get::<i64, _>("cleared")? != 0,
+                ),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let offices: HashSet<&str> = offices.iter().map(String::as_str).collect();
+    let mut kept = Vec::with_capacity(plausible.len());
+    for id in plausible {
+        let reason = match known.get(&id) {
+            None => Some("no such user"),
+            Some((unit, _)) if !offices.contains(unit.as_str()) => {
+                Some("not of this unit or an office above it")
+            }
+            Some((_, false)) if alert.classified => Some("not cleared for classified items"),
+            Some(_) => None,
+        };
+        match reason {
+            Some(reason) => {
+                tracing::warn!(alert_id = %alert.id, user_id = %id, reason, "alert target ignored");
+                ignored.push(Ignored {
+                    user_id: id,
+                    reason,
+                });
+            }
+            None => kept.push(id),
+        }
+    }
+    Ok(kept)
+}

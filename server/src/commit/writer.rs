@@ -1,0 +1,165 @@
+//! The group-commit task: one writer owns all writes from documents and commits whatever is
+//! queued (up to a bound) in a single transaction. A caller learns the outcome of its own
+//! work; no failure is swallowed, and one bad job does not fail its neighbours.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CommitError, Handoff, Outcome, Work, apply};
+use crate::clock::Clock;
+use crate::db::{Backend, Pool};
+
+/// Most jobs gathered into one transaction; bounds the time one commit holds the lock.
+const MAX_JOBS_PER_COMMIT: usize = 1024;
+
+type Done = oneshot::Sender<Result<Outcome, CommitError>>;
+
+enum Job {
+    Work { work: Work, done: Option<Done> },
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle documents commit through; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    pub fn spawn(
+        pool: Pool,
+        backend: Backend,
+        clock: Clock,
+        handoff: Handoff,
+    ) -> (Committer, tokio::task::JoinHandle<()>) {
+        let (jobs, receiver) = mpsc::channel(4096);
+        let writer = Writer {
+            pool,
+            backend,
+            clock,
+            handoff,
+        };
+        (Committer { jobs }, tokio::spawn(writer.run(receiver)))
+    }
+
+    /// Returns once `work` is committed, or with the error that prevented it.
+    pub async fn commit(&self, work: Work) -> Result<Outcome, CommitError> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Work {
+                work,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        outcome.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// For work whose loss costs only efficiency or one audit row (sync states, refusals):
+    /// failures are logged.
+    pub fn submit(&self, work: Work) {
+        if let Err(error) = self.jobs.try_send(Job::Work { work, done: None }) {
+            tracing::warn!(%error, "commit queue full; background write dropped");
+        }
+    }
+
+    /// Lets queued work finish, then stops the writer.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.jobs.send(Job::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+struct Writer {
+    pool: Pool,
+    backend: Backend,
+    clock: Clock,
+    handoff: Handoff,
+}
+
+impl Writer {
+    async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch: Vec<(Work, Option<Done>)> = Vec::new();
+        loop {
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut stop = None;
+            match first {
+                Job::Work { work, done } => batch.push((work, done)),
+                Job::Stop(done) => stop = Some(done),
+            }
+            while stop.is_none() && batch.len() < MAX_JOBS_PER_COMMIT {
+                match jobs.try_recv() {
+                    Ok(Job::Work { work, done }) => batch.push((work, done)),
+                    Ok(Job::Stop(done)) => stop = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch).await;
+            }
+            if let Some(done) = stop {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    async fn commit_batch(&self, batch: &mut Vec<(Work, Option<Done>)>) {
+        let works: Vec<&Work> = batch.iter().map(|(work, _)| work).collect();
+        match apply(&self.pool, self.backend, &works, self.clock.now_ms()).await {
+            Ok((outcomes, raised)) => {
+                self.handoff.hand_over(raised);
+                for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                let (work, done) = batch.pop().expect("one job");
+                report(&work, done, error);
+            }
+            Err(error) => {
+                // One bad job must not fail its neighbours: retry each on its own.
+                tracing::warn!(%error, jobs = batch.len(), "group commit failed; retrying jobs one by one");
+                for (work, done) in batch.drain(..) {
+                    match apply(&self.pool, self.backend, &[&work], self.clock.now_ms()).await {
+                        Ok((mut outcomes, raised)) => {
+                            self.handoff.hand_over(raised);
+                            if let Some(done) = done {
+                                let _ = done.send(Ok(outcomes.pop().unwrap_or_default()));
+                            }
+                        }
+                        Err(error) => report(&work, done, error),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn report(work: &Work, done: Option<Done>, error: sqlx::Error) {
+    let error = CommitError::from(error);
+    match done {
+        Some(done) => {
+            let _ = done.send(Err(error));
+        }
+        None => {
+            let what = match work {
+                Work::Document(_) | Work::Rederive(_) => "document",
+                Work::SyncState { .. } => "sync state",
+                Work::Audit(_) => "audit rows",
+            };
+            tracing::warn!(%error, what, "background write failed");
+        }
+    }
+}
+
+/// Delay before retrying a failed commit: doubling from 50 ms, at most 5 s.
+pub fn retry_delay(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(50u64.saturating_mul(1 << attempt.min(7)))
+        .min(std::time::Duration::from_secs(5))
+}

@@ -1,0 +1,175 @@
+//! Duty logs (D6): one row per call or message, by its position in the log, written item by
+//! item as the log grows; `GET /api/log` lists the calls of the units the caller may see,
+//! newest first, optionally those of one incident ("one case, one file").
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use sqlx::Row;
+use zhiban_api::LogEntryView;
+use zhiban_records::duty_log::Entry;
+
+use super::items::Items;
+use super::{Common, document_id, from_json, to_json};
+use crate::AppState;
+use crate::access::{Identity, Visibility};
+use crate::db::{Arg, Backend, Sql};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub entries: Items<Entry>,
+}
+
+/// Rows per multi-row statement: a long log read whole writes in a few statements.
+const ROWS_PER_STATEMENT: usize = 200;
+
+pub async fn write(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    common: &Common,
+    rows: &Rows,
+) -> Result<(), sqlx::Error> {
+    let id = common.document_id.to_string();
+    for chunk in rows.entries.changed.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert = Sql::for_backend(
+            "INSERT INTO log_entries (document_id, position, unit_id, classified, \
+             received_at, caller_unit, caller_name, phone, content, handling, handler, \
+             incident, problems) VALUES ",
+            backend.is_sqlite(),
+        );
+        for (index, (position, entry)) in chunk.iter().enumerate() {
+            if index > 0 {
+                upsert.push(", ");
+            }
+            let item = &entry.entry;
+            upsert.bind_list([
+                Arg::from(id.clone()),
+                Arg::from(i64::try_from(*position).unwrap_or(i64::MAX)),
+                Arg::from(common.unit_id.clone()),
+                Arg::from(i64::from(common.classified)),
+                Arg::from(item.received_at),
+                Arg::from(item.caller_unit.clone()),
+                Arg::from(item.caller_name.clone()),
+                Arg::from(item.phone.clone()),
+                Arg::from(item.content.clone()),
+                Arg::from(item.handling.clone()),
+                Arg::from(item.handler.clone()),
+                Arg::from(item.incident.clone()),
+                Arg::from(to_json(&entry.errors)),
+            ]);
+        }
+        upsert.push(
+            " ON CONFLICT (document_id, position) DO UPDATE SET \
+             unit_id = excluded.unit_id, classified = excluded.classified, \
+             received_at = excluded.received_at, caller_unit = excluded.caller_unit, \
+             caller_name = excluded.caller_name, phone = excluded.phone, \
+             content = excluded.content, handling = excluded.handling, \
+             handler = excluded.handler, incident = excluded.incident, \
+             problems = excluded.problems",
+        );
+        upsert.query().execute(&mut *tx).await?;
+    }
+    if let Some(len) = rows.entries.truncate_at
+        && !common.fresh
+    {
+        sqlx::query("DELETE FROM log_entries WHERE document_id = $1 AND position >= $2")
+            .bind(&id)
+            .bind(i64::try_from(len).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn clear(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM log_entries WHERE document_id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/log", get(list))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Filter {
+    unit: Option<String>,
+    /// Only the calls about this incident.
+    incident: Option<String>,
+    /// Received at or after, milliseconds since the epoch.
+    from: Option<i64>,
+    /// Received before.
+    to: Option<i64>,
+    /// 1 to 1000; 100 by default.
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// Calls and messages of the units the caller may see, newest first.
+#[utoipa::path(get, path = "/api/log", tag = "records", params(Filter),
+    responses((status = 200, body = Vec<LogEntryView>), (status = 400, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    identity: Identity,
+    Query(filter): Query<Filter>,
+) -> Result<Json<Vec<LogEntryView>>, AppError> {
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    if filter.offset.is_some_and(|offset| offset < 0) {
+        return Err(AppError::BadRequest("offset must not be negative".into()));
+    }
+    let visibility = Visibility::of(&state.pool, &identity).await?;
+    let mut query = Sql::new(
+        "SELECT document_id, position, unit_id, received_at, caller_unit, caller_name, phone, \
+         content, handling, handler, incident, problems FROM log_entries WHERE 1 = 1",
+    );
+    visibility.restrict(&mut query, "unit_id", "classified <> 0");
+    if let Some(unit) = filter.unit {
+        query.push(" AND unit_id = ").bind(unit);
+    }
+    if let Some(incident) = filter.incident {
+        query.push(" AND incident = ").bind(incident);
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND received_at >= ").bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND received_at < ").bind(to);
+    }
+    query
+        .push(" ORDER BY received_at DESC, document_id, position LIMIT ")
+        .bind(limit)
+        .push(" OFFSET ")
+        .bind(filter.offset.unwrap_or(0));
+    let rows = query.query().fetch_all(&state.pool).await?;
+    let entries = rows
+        .iter()
+        .map(|row| {
+            Ok(LogEntryView {
+                document_id: document_id(row, "document_id")?,
+                position: row.try_get("position")?,
+                unit_id: row.try_get::<String, _>("unit_id")?.into(),
+                received_at: row.try_get("received_at")?,
+                caller_unit: row.try_get("caller_unit")?,
+                caller_name: row.try_get("caller_name")?,
+                phone: row.try_get("phone")?,
+                content: row.try_get("content")?,
+                handling: row.try_get("handling")?,
+                handler: row.try_get("handler")?,
+                incident: row.try_get("incident")?,
+                problems: from_json(row.try_get::<Option<String>, _>("problems")?.as_deref()),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Json(entries))
+}

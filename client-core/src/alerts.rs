@@ -3,14 +3,20 @@
 //! unit's duty post and the post answers. Unlike the documents of `duty`, these live on the
 //! server only, so every method here needs a network; the device keeps no copy.
 
-use serde_json::{Value, json};
+use zhiban_api::{
+    Acknowledged, AlertList, RollcallAnswered, RollcallCalled, RollcallList, RollcallRequest,
+};
 
 use crate::{Device, Error};
 
+/// The body of a POST whose path says everything: `{}`, which the server reads as no fields.
+#[derive(serde::Serialize)]
+struct Empty {}
+
 impl Device {
     /// The alerts that reached this user, newest first (at most 50): the open ones only
-    /// (neither acknowledged nor resolved) when `open_only`. Answers `{"alerts": [...]}`.
-    pub async fn alerts(&self, open_only: bool) -> Result<Value, Error> {
+    /// (neither acknowledged nor resolved) when `open_only`.
+    pub async fn alerts(&self, open_only: bool) -> Result<AlertList, Error> {
         let path = if open_only {
             "/api/alerts?mine=true&open=true"
         } else {
@@ -20,29 +26,30 @@ impl Device {
     }
 
     /// Acknowledges an alert, which stops its repeats and escalation. Acknowledging one
-    /// already acknowledged (or resolved) changes nothing and answers `"already": true`.
-    /// A roll-call is not acknowledged but answered: [`Device::answer_rollcall`].
-    pub async fn acknowledge(&self, alert_id: &str) -> Result<Value, Error> {
+    /// already acknowledged (or resolved) changes nothing and answers `already: true`.
+    /// Acknowledging a roll-call's alert answers the roll-call: the answer then carries it in
+    /// `rollcall` (see also [`Device::answer_rollcall`]).
+    pub async fn acknowledge(&self, alert_id: &str) -> Result<Acknowledged, Error> {
         let alert_id = segment(alert_id, "an alert")?;
         self.inner
             .session
-            .api_post(&format!("/api/alerts/{alert_id}/ack"), &json!({}))
+            .api_post(&format!("/api/alerts/{alert_id}/ack"), &Empty {})
             .await
     }
 
     /// Answers a roll-call on the user's unit within its window; the server keeps the
     /// delay (`delay_ms`).
-    pub async fn answer_rollcall(&self, rollcall_id: &str) -> Result<Value, Error> {
+    pub async fn answer_rollcall(&self, rollcall_id: &str) -> Result<RollcallAnswered, Error> {
         let rollcall_id = segment(rollcall_id, "a roll-call")?;
         self.inner
             .session
-            .api_post(&format!("/api/rollcalls/{rollcall_id}/answer"), &json!({}))
+            .api_post(&format!("/api/rollcalls/{rollcall_id}/answer"), &Empty {})
             .await
     }
 
     /// The roll-calls of `unit` (default: the user's), newest first, with their status and
-    /// how long the answer took. Answers `{"unit_id", "rollcalls": [...]}`.
-    pub async fn rollcalls(&self, unit: Option<&str>) -> Result<Value, Error> {
+    /// how long the answer took.
+    pub async fn rollcalls(&self, unit: Option<&str>) -> Result<RollcallList, Error> {
         let path = match unit {
             Some(unit) => format!("/api/rollcalls?unit={}", encode(unit)),
             None => "/api/rollcalls".to_owned(),
@@ -51,20 +58,20 @@ impl Device {
     }
 
     /// Calls a roll-call on a unit below the user's (superior offices only): its duty post
-    /// has `window_secs` (30 to 3600; the server's default is 5 minutes) to answer.
-    /// Answers `{"id", "alert_id", "due_at"}`.
+    /// has `window_secs` (30 to 3600; the server's default is 5 minutes) to answer. The
+    /// answer names the roll-call, its alert and when the answer is due.
     pub async fn call_rollcall(
         &self,
         unit_id: &str,
         window_secs: Option<i64>,
-    ) -> Result<Value, Error> {
+    ) -> Result<RollcallCalled, Error> {
         if unit_id.trim().is_empty() {
             return Err(Error::Invalid("a roll-call needs a unit".into()));
         }
-        let mut body = json!({ "unit_id": unit_id });
-        if let Some(window_secs) = window_secs {
-            body["window_secs"] = json!(window_secs);
-        }
+        let body = RollcallRequest {
+            unit_id: unit_id.into(),
+            window_secs,
+        };
         self.inner.session.api_post("/api/rollcalls", &body).await
     }
 }

@@ -306,7 +306,7 @@ impl Device {
     }
 
     /// Searches the duty record on the server (D20); needs a network.
-    pub async fn search(&self, query: &str) -> Result<Value, Error> {
+    pub async fn search(&self, query: &str) -> Result<zhiban_api::SearchHits, Error> {
         let encoded: String = query.bytes().map(|b| format!("%{b:02X}")).collect();
         self.inner
             .session
@@ -316,7 +316,11 @@ impl Device {
 
     /// Who is on duty in `unit` (default: the user's) at `at` (default: now), from the
     /// server (D5); needs a network.
-    pub async fn on_duty(&self, unit: Option<&str>, at: Option<i64>) -> Result<Value, Error> {
+    pub async fn on_duty(
+        &self,
+        unit: Option<&str>,
+        at: Option<i64>,
+    ) -> Result<zhiban_api::OnDuty, Error> {
         let mut path = String::from("/api/oncall?");
         if let Some(unit) = unit {
             let encoded: String = unit.bytes().map(|b| format!("%{b:02X}")).collect();

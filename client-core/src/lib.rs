@@ -46,6 +46,8 @@ use tokio::sync::{Mutex, Notify, broadcast};
 pub use duty::{Call, ReportKind};
 pub use session::{Identity, SessionState};
 pub use sync::{Backoff, SyncHandle};
+/// The server's API types, which [`Device`]'s online questions answer with.
+pub use zhiban_api;
 pub use zhiban_protocol::{DocumentId, PeerId};
 
 use store::Store;

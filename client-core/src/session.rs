@@ -2,8 +2,10 @@
 //! before they expire, and revocation (a revoked device stops syncing but keeps its data
 //! readable).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use zhiban_api::{ErrorBody, LoginRequest, Me, RefreshRequest, Role, TokenResponse, UnitView};
 
 use crate::Error;
 use crate::store::Store;
@@ -21,8 +23,8 @@ pub struct Identity {
     pub peer_id: String,
     /// The user's unit.
     pub unit_id: String,
-    /// `admin`, `leader`, `officer` or `field`.
-    pub role: String,
+    /// The user's role in their unit.
+    pub role: Role,
     /// Cleared for classified items (D18).
     pub cleared: bool,
     /// The user's unit and the units below it, whose catalogs the device follows.
@@ -60,28 +62,6 @@ pub(crate) struct Session {
     store: Store,
     http: reqwest::Client,
     data: Mutex<Data>,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    refresh_token: String,
-    expires_in: i64,
-    user_id: String,
-    device_id: String,
-    peer_id: String,
-}
-
-#[derive(Deserialize)]
-struct Me {
-    unit_id: String,
-    role: String,
-    cleared: bool,
-}
-
-#[derive(Deserialize)]
-struct Unit {
-    id: String,
 }
 
 /// Refresh this long before the access token expires.
@@ -138,16 +118,16 @@ impl Session {
         let server_url = server_url.trim_end_matches('/').to_owned();
         // The same device keeps its id across logins, so its sync state and peer id stay.
         let device_id = self.store.setting("device_id").await?;
-        let mut body = serde_json::json!({
-            "username": username, "password": password, "device_name": device_name,
-        });
-        if let Some(device_id) = &device_id {
-            body["device_id"] = serde_json::Value::String(device_id.clone());
-        }
+        let mut body = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            device_id: device_id.map(Into::into),
+            device_name: Some(device_name.to_owned()),
+        };
         let mut response = self.post(&server_url, "/api/auth/login", &body).await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND && device_id.is_some() {
+        if response.status() == reqwest::StatusCode::NOT_FOUND && body.device_id.is_some() {
             // Another user on this device: it registers as a new device for them.
-            body.as_object_mut().map(|b| b.remove("device_id"));
+            body.device_id = None;
             response = self.post(&server_url, "/api/auth/login", &body).await?;
         }
         let tokens: TokenResponse = match response.status() {
@@ -161,23 +141,23 @@ impl Session {
         let me: Me = self
             .get_json(&server_url, "/api/me", &tokens.access_token)
             .await?;
-        let units: Vec<Unit> = self
+        let units: Vec<UnitView> = self
             .get_json(&server_url, "/api/units", &tokens.access_token)
             .await?;
         let identity = Identity {
             server_url,
-            user_id: tokens.user_id,
-            device_id: tokens.device_id,
+            user_id: tokens.user_id.0,
+            device_id: tokens.device_id.0,
             peer_id: tokens.peer_id,
-            unit_id: me.unit_id,
+            unit_id: me.unit_id.0,
             role: me.role,
             cleared: me.cleared,
-            units: units.into_iter().map(|unit| unit.id).collect(),
+            units: units.into_iter().map(|unit| unit.id.0).collect(),
         };
         let stored = Tokens {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
-            access_expires_at: now_ms() + tokens.expires_in * 1000,
+            access_expires_at: expires_at(tokens.expires_in),
         };
         self.store
             .set_setting("device_id", &identity.device_id)
@@ -223,7 +203,9 @@ impl Session {
         let (Some(identity), Some(tokens)) = (data.identity.clone(), data.tokens.clone()) else {
             return Err(Error::NotLoggedIn);
         };
-        let body = serde_json::json!({ "refresh_token": tokens.refresh_token });
+        let body = RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        };
         let response = self
             .post(&identity.server_url, "/api/auth/refresh", &body)
             .await?;
@@ -248,7 +230,7 @@ impl Session {
         let stored = Tokens {
             access_token: renewed.access_token.clone(),
             refresh_token: renewed.refresh_token,
-            access_expires_at: now_ms() + renewed.expires_in * 1000,
+            access_expires_at: expires_at(renewed.expires_in),
         };
         // Saved before use: a crash now must not leave the device with a spent token.
         self.save(&identity, &stored).await?;
@@ -266,7 +248,7 @@ impl Session {
         &self,
         server_url: &str,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl Serialize,
     ) -> Result<reqwest::Response, Error> {
         self.http
             .post(format!("{server_url}{path}"))
@@ -277,19 +259,19 @@ impl Session {
     }
 
     /// GET an API path as the logged-in device (refreshing the token first if needed).
-    pub async fn api_get(&self, path_and_query: &str) -> Result<serde_json::Value, Error> {
+    pub async fn api_get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, Error> {
         let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
         let token = self.access_token().await?;
         self.get_json(&server_url, path_and_query, &token).await
     }
 
     /// POST `body` to an API path as the logged-in device (refreshing the token first if
-    /// needed). An answer without a body (204) reads as `null`.
-    pub async fn api_post(
+    /// needed). An answer without a body (204) reads as `null`: ask for `()` or an `Option`.
+    pub async fn api_post<B: Serialize, T: DeserializeOwned>(
         &self,
         path_and_query: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value, Error> {
+        body: &B,
+    ) -> Result<T, Error> {
         let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
         let token = self.access_token().await?;
         let response = self
@@ -300,20 +282,10 @@ impl Session {
             .send()
             .await
             .map_err(|e| Error::Network(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(Error::Refused(error_text(response).await));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
-        if bytes.is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| Error::Network(e.to_string()))
+        answer(response).await
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    async fn get_json<T: DeserializeOwned>(
         &self,
         server_url: &str,
         path: &str,
@@ -326,26 +298,64 @@ impl Session {
             .send()
             .await
             .map_err(|e| Error::Network(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(Error::Refused(error_text(response).await));
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))
+        answer(response).await
     }
+}
+
+/// A successful answer's body as `T`; a refusal as [`Error::Refused`] with the server's words.
+async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Error> {
+    if !response.status().is_success() {
+        return Err(Error::Refused(error_text(response).await));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::Network(e.to_string()))?;
+    // An empty body is no JSON at all; reading it as `null` lets a caller that expects no
+    // answer say so in the type instead of with a second method.
+    let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+    serde_json::from_slice(body).map_err(|e| Error::Network(e.to_string()))
 }
 
 async fn error_text(response: reqwest::Response) -> String {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
+    let message = serde_json::from_str::<ErrorBody>(&body)
+        .map(|answer| answer.error)
         .unwrap_or(body);
     format!("{status}: {message}")
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// When an access token valid for `expires_in` seconds expires, in milliseconds; saturating,
+/// because the lifetime is the server's number and must not wrap into the past.
+fn expires_at(expires_in: u64) -> i64 {
+    let lifetime = i64::try_from(expires_in.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now_ms().saturating_add(lifetime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_stored_with_the_role_as_text_still_loads() {
+        let stored = r#"{"server_url": "http://127.0.0.1:8080", "user_id": "u", "device_id": "d",
+            "peer_id": "p", "unit_id": "t", "role": "leader", "cleared": false, "units": ["t"]}"#;
+        let identity: Identity = serde_json::from_str(stored).unwrap();
+        assert_eq!(identity.role, Role::Leader);
+        assert_eq!(
+            serde_json::to_value(&identity).unwrap()["role"],
+            serde_json::json!("leader")
+        );
+    }
+
+    #[test]
+    fn a_token_lifetime_cannot_wrap_into_the_past() {
+        assert!(expires_at(u64::MAX) > now_ms());
+        assert!(expires_at(60) >= now_ms() + 59_000);
+    }
 }

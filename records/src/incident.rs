@@ -231,7 +231,10 @@ impl Timeliness {
                 let until = closed_at.unwrap_or(now);
                 let due = until.saturating_sub(first).max(0) / FOLLOW_UP_EVERY_MS;
                 let next = closed_at.is_none().then(|| {
-                    time::after(first, due.saturating_add(1).saturating_mul(FOLLOW_UP_EVERY_MS))
+                    time::after(
+                        first,
+                        due.saturating_add(1).saturating_mul(FOLLOW_UP_EVERY_MS),
+                    )
                 });
                 (usize::try_from(due).unwrap_or(usize::MAX), next)
             }
@@ -313,10 +316,9 @@ pub(crate) fn check(incident: &Incident, checked: &mut Checked) {
     }
     for (index, instruction) in incident.instructions.iter().enumerate() {
         if instruction.at.is_none() || instruction.text.trim().is_empty() {
-            checked.errors.push(format!(
-                "instruction {} needs a time and a text",
-                index + 1
-            ));
+            checked
+                .errors
+                .push(format!("instruction {} needs a time and a text", index + 1));
         }
     }
     for attachment in &incident.attachments {

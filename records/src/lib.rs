@@ -44,9 +44,7 @@ fn schema_one() -> i64 {
 }
 
 /// The types of duty record, by the `type` field of their documents.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::EnumIter)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Incident,
@@ -159,9 +157,8 @@ pub fn read_record(kind: RecordKind, mut view: Value) -> Checked {
     }
     let errors = &mut checked.errors;
     let record = match kind {
-        RecordKind::Incident => {
-            read::lenient::<Incident>(view, "", errors).map(|incident| Record::Incident(Box::new(incident)))
-        }
+        RecordKind::Incident => read::lenient::<Incident>(view, "", errors)
+            .map(|incident| Record::Incident(Box::new(incident))),
         RecordKind::Roster => read::lenient(view, "", errors).map(Record::Roster),
         RecordKind::Handover => read::lenient(view, "", errors).map(Record::Handover),
         RecordKind::DailyReport => read::lenient(view, "", errors).map(Record::DailyReport),

@@ -174,7 +174,9 @@ pub fn search_text(value: &Value, skip: &[&str]) -> String {
     match value {
         Value::Object(map) => pending.extend(
             map.iter()
-                .filter(|(key, _)| !skip.contains(&key.as_str()) && !NOT_SEARCHED.contains(&key.as_str()))
+                .filter(|(key, _)| {
+                    !skip.contains(&key.as_str()) && !NOT_SEARCHED.contains(&key.as_str())
+                })
                 .map(|(_, field)| field)
                 .rev(),
         ),
@@ -258,9 +260,13 @@ mod tests {
 
     #[test]
     fn control_characters_are_stripped_everywhere() {
-        let mut value = json!({"ti\u{0}tle": "a\u{0}b\u{7}c\nd", "deep": [[{"x": "\u{1b}[31mred"}]]});
+        let mut value =
+            json!({"ti\u{0}tle": "a\u{0}b\u{7}c\nd", "deep": [[{"x": "\u{1b}[31mred"}]]});
         clean(&mut value);
-        assert_eq!(value, json!({"title": "abc\nd", "deep": [[{"x": "[31mred"}]]}));
+        assert_eq!(
+            value,
+            json!({"title": "abc\nd", "deep": [[{"x": "[31mred"}]]})
+        );
     }
 
     #[test]

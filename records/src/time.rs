@@ -83,7 +83,14 @@ mod tests {
         assert_eq!(at(r#"{"at": 1.7e12}"#), Ok(Some(1_700_000_000_000)));
         assert_eq!(at(r#"{"at": null}"#), Ok(None));
         assert_eq!(at("{}"), Ok(None));
-        for bad in ["1e19", "-1", "2000", "1.5", "9223372036854775807", "\"today\""] {
+        for bad in [
+            "1e19",
+            "-1",
+            "2000",
+            "1.5",
+            "9223372036854775807",
+            "\"today\"",
+        ] {
             assert!(at(&format!(r#"{{"at": {bad}}}"#)).is_err(), "{bad}");
         }
         assert_eq!(after(i64::MAX - 1, 10), i64::MAX);

@@ -30,7 +30,10 @@ impl Identity {
 }
 
 /// The unit itself and every unit below it: what a member of `unit_id` may read.
-pub async fn visible_units<'c, E>(executor: E, unit_id: &str) -> Result<HashSet<String>, sqlx::Error>
+pub async fn visible_units<'c, E>(
+    executor: E,
+    unit_id: &str,
+) -> Result<HashSet<String>, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {

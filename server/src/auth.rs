@@ -19,12 +19,12 @@ use sqlx::Row;
 use zhiban_api::{DeviceView, LoginRequest, Me, RefreshRequest, TokenResponse};
 use zhiban_protocol::PeerId;
 
+use crate::AppState;
 use crate::access::{Identity, Role, visible_units};
 use crate::audit::{self, Entry};
 use crate::db::{Pool, begin_write};
 use crate::error::{ApiJson, AppError};
 use crate::units::{hash_password, verify_password};
-use crate::AppState;
 
 const AUDIENCE: &str = "zhiban";
 const ISSUER: &str = "zhiban";

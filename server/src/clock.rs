@@ -54,7 +54,10 @@ impl Clock {
             .manual
             .as_ref()
             .expect("only a manual clock can be advanced");
-        now.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
+        now.fetch_add(
+            i64::try_from(by.as_millis()).unwrap_or(i64::MAX),
+            Ordering::SeqCst,
+        );
         self.0.changed.notify_waiters();
     }
 

@@ -161,8 +161,10 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
                 // PostgreSQL SQLSTATE classes: connection, transaction rollback (deadlock,
                 // serialization), resources, lock not available, operator intervention, system.
                 Err(_) => {
-                    matches!(&code[..2.min(code.len())], "08" | "40" | "53" | "57" | "58" | "XX")
-                        || code == "55P03"
+                    matches!(
+                        &code[..2.min(code.len())],
+                        "08" | "40" | "53" | "57" | "58" | "XX"
+                    ) || code == "55P03"
                 }
             }
         }

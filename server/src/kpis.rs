@@ -46,8 +46,7 @@ pub(crate) struct Params {
     format: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Kpis {
     unit_id: String,
     from: i64,
@@ -63,8 +62,7 @@ pub(crate) struct Kpis {
 
 /// Roll-calls of the unit called in the window (D16). Still-open roll-calls whose answer
 /// window has not ended are not counted yet; open ones past their window count as missed.
-#[derive(Debug, Default, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct RollCalls {
     total: i64,
     answered_in_time: i64,
@@ -78,8 +76,7 @@ pub(crate) struct RollCalls {
 /// First reports of the unit's incidents that became known in the window (D11, D13).
 /// An incident with no first report counts as late once its deadline has passed, and not at
 /// all before.
-#[derive(Debug, Default, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Reporting {
     incidents: i64,
     first_report_on_time: i64,
@@ -88,8 +85,7 @@ pub(crate) struct Reporting {
 
 /// Of those incidents, the ones that have needed follow-up reports (D12): the cadence is kept
 /// when at least as many follow-ups were made as were due (by now, or by the final report).
-#[derive(Debug, Default, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct FollowUps {
     incidents: i64,
     cadence_kept: i64,
@@ -98,8 +94,7 @@ pub(crate) struct FollowUps {
 
 /// Incident and instruction alerts raised for the unit in the window (D10, D14, D23): how long
 /// until someone acknowledged them, in whole seconds (nearest-rank percentiles).
-#[derive(Debug, Default, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Acknowledgement {
     alerts: i64,
     acknowledged: i64,
@@ -109,8 +104,7 @@ pub(crate) struct Acknowledgement {
 
 /// Shifts of the unit overlapping the window (D2): covered when the roster names a leader on
 /// duty and at least one officer.
-#[derive(Debug, Default, PartialEq, Serialize)]
-#[derive(utoipa::ToSchema)]
+#[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Coverage {
     shifts: i64,
     covered: i64,

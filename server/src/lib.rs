@@ -144,7 +144,8 @@ pub async fn launch(
         outbox: outbox.clone(),
         wake: alerts_wake.clone(),
     };
-    let (committer, writer) = commit::Committer::spawn(pool.clone(), backend, clock.clone(), handoff);
+    let (committer, writer) =
+        commit::Committer::spawn(pool.clone(), backend, clock.clone(), handoff);
     let worker = alerts::worker::Worker {
         pool: pool.clone(),
         backend,
@@ -172,11 +173,9 @@ pub async fn launch(
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     }));
-    state.tasks.spawn(delivery.run(
-        queued,
-        state.tasks.clone(),
-        state.shutdown.clone(),
-    ));
+    state
+        .tasks
+        .spawn(delivery.run(queued, state.tasks.clone(), state.shutdown.clone()));
     state.tasks.spawn(worker.run(state.shutdown.clone()));
     tracing::info!(address = %listener.local_addr()?, "serving");
     let token = state.shutdown.clone();

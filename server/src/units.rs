@@ -206,7 +206,9 @@ pub async fn list_units(pool: &crate::db::Pool) -> Result<Vec<UnitView>, sqlx::E
             Ok(UnitView {
                 id: row.try_get::<String, _>("id")?.into(),
                 name: row.try_get("name")?,
-                parent_id: row.try_get::<Option<String>, _>("parent_id")?.map(Into::into),
+                parent_id: row
+                    .try_get::<Option<String>, _>("parent_id")?
+                    .map(Into::into),
             })
         })
         .collect()

@@ -29,12 +29,9 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 
-/// Commits a batch the way documents do: all at once, so the writer groups them.
+/// Commits a batch in order, all queued at once so that the writer groups them.
 async fn commit_all(committer: &Committer, works: Vec<Work>) -> anyhow::Result<()> {
-    let outcomes =
-        futures_util::future::join_all(works.into_iter().map(|work| committer.commit(work))).await;
-    for outcome in outcomes {
-        let outcome = outcome?;
+    for outcome in committer.commit_all(works).await? {
         anyhow::ensure!(outcome.flagged.is_none(), "flagged: {:?}", outcome.flagged);
     }
     Ok(())
@@ -109,10 +106,7 @@ async fn run() -> anyhow::Result<()> {
                 },
                 actors: Vec::new(),
                 record: records::project(&source, Change::All, true),
-                audit: vec![
-                    audit(id, "document.register"),
-                    audit(id, "sync.change"),
-                ],
+                audit: vec![audit(id, "document.register"), audit(id, "sync.change")],
             })));
         }
         commit_all(&committer, works).await?;

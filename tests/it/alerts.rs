@@ -13,33 +13,33 @@ use crate::helpers::{
 };
 use crate::push_receiver_support::{Delivery, PushReceiver};
 
-const FAST: Backoff = Backoff {
+pub(crate) const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
     max: Duration::from_millis(300),
 };
-const MINUTE: Duration = Duration::from_secs(60);
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
 const HOUR_MS: i64 = 3_600_000;
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A unit on duty: Town A with a roster whose shift runs now (leader 李局长 = `cleared`,
 /// officer 艾丽斯 = `alice`), its superior office, a push receiver, and a manual clock.
-struct Scene {
+pub(crate) struct Scene {
     app: Option<TestApp>,
-    clock: Clock,
-    receiver: PushReceiver,
-    org: crate::helpers::Org,
+    pub(crate) clock: Clock,
+    pub(crate) receiver: PushReceiver,
+    pub(crate) org: crate::helpers::Org,
     _dirs: Vec<tempfile::TempDir>,
     _data: tempfile::TempDir,
 }
 
 impl Scene {
-    async fn new() -> Scene {
+    pub(crate) async fn new() -> Scene {
         let data = tempfile::tempdir().unwrap();
         let settings = test_settings(data.path());
         Self::with(settings, data).await
     }
 
-    async fn on_postgres() -> Scene {
+    pub(crate) async fn on_postgres() -> Scene {
         let data = tempfile::tempdir().unwrap();
         let settings = postgres_settings(data.path()).await;
         Self::with(settings, data).await
@@ -78,7 +78,10 @@ impl Scene {
     }
 
     /// A device logged in as `username`, syncing.
-    async fn device(&mut self, username: &str) -> (Device, zhiban_client_core::SyncHandle) {
+    pub(crate) async fn device(
+        &mut self,
+        username: &str,
+    ) -> (Device, zhiban_client_core::SyncHandle) {
         let dir = tempfile::tempdir().unwrap();
         let device = Device::open(dir.path()).await.unwrap();
         device
@@ -96,7 +99,7 @@ impl Scene {
     }
 
     /// Logs `username` in on a browser that subscribes to push as `name` at the receiver.
-    async fn subscribe(&self, username: &str, name: &str) -> Session {
+    pub(crate) async fn subscribe(&self, username: &str, name: &str) -> Session {
         let session = self.app().login(username, name).await;
         let response = self
             .app()
@@ -111,7 +114,7 @@ impl Scene {
         session
     }
 
-    async fn next(&self) -> Delivery {
+    pub(crate) async fn next(&self) -> Delivery {
         self.receiver
             .next_delivery(WAIT)
             .await
@@ -119,7 +122,7 @@ impl Scene {
     }
 
     /// The next `n` pushes, by receiver name.
-    async fn next_n(&self, n: usize) -> Vec<(String, Value)> {
+    pub(crate) async fn next_n(&self, n: usize) -> Vec<(String, Value)> {
         let mut got = Vec::new();
         for _ in 0..n {
             let delivery = self.next().await;
@@ -129,7 +132,7 @@ impl Scene {
         got
     }
 
-    async fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
         let response = self
             .app()
             .http
@@ -144,7 +147,7 @@ impl Scene {
     }
 
     /// How the (one) alert of `kind` ended, if it did.
-    async fn resolution(&self, kind: &str) -> Option<String> {
+    pub(crate) async fn resolution(&self, kind: &str) -> Option<String> {
         sqlx::query_scalar("SELECT resolution FROM alerts WHERE kind = $1")
             .bind(kind)
             .fetch_one(&self.app().pool)
@@ -152,12 +155,12 @@ impl Scene {
             .unwrap()
     }
 
-    fn app(&self) -> &TestApp {
+    pub(crate) fn app(&self) -> &TestApp {
         self.app.as_ref().expect("server running")
     }
 
     /// A graceful restart on the same database and clock.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let (settings, _) = self.app.take().unwrap().stop_keeping_data().await;
         self.app = Some(spawn_app_with(settings).await);
     }
@@ -168,7 +171,7 @@ fn names(pushes: &[(String, Value)]) -> Vec<&str> {
     pushes.iter().map(|(name, _)| name.as_str()).collect()
 }
 
-async fn events(app: &TestApp, token: &str, incident: &DocumentId) -> Vec<String> {
+pub(crate) async fn events(app: &TestApp, token: &str, incident: &DocumentId) -> Vec<String> {
     let detail = get(app, token, &format!("/api/incidents/{incident}")).await;
     detail["timeline"]
         .as_array()

@@ -142,9 +142,14 @@ async fn kill_9(settings: zhiban_server::Settings) {
         let pool = zhiban_server::db::connect(&settings.database_url())
             .await
             .unwrap();
-        let unit = zhiban_server::units::create_unit(&pool, "Town A", None, zhiban_server::clock::system_ms())
-            .await
-            .unwrap();
+        let unit = zhiban_server::units::create_unit(
+            &pool,
+            "Town A",
+            None,
+            zhiban_server::clock::system_ms(),
+        )
+        .await
+        .unwrap();
         for name in ["alice", "anna"] {
             zhiban_server::units::create_user(
                 &pool,

@@ -128,9 +128,14 @@ impl TestApp {
     }
 
     pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
-        zhiban_server::units::create_unit(&self.pool, name, parent, zhiban_server::clock::system_ms())
-            .await
-            .expect("create unit")
+        zhiban_server::units::create_unit(
+            &self.pool,
+            name,
+            parent,
+            zhiban_server::clock::system_ms(),
+        )
+        .await
+        .expect("create unit")
     }
 
     pub async fn create_user(&self, username: &str, unit_id: &str, role: Role, cleared: bool) {

@@ -7,6 +7,8 @@ mod bad_input;
 mod cli;
 mod cli_alerts;
 mod cli_day;
+mod codebase;
+mod commit;
 mod device;
 mod durability;
 #[path = "../support/flaky_proxy.rs"]

@@ -469,7 +469,6 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
         Outcome::Delivered,
         "the largest payload fits a push service's 4096-byte limit"
     );
-
 }
 
 #[tokio::test]

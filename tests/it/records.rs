@@ -184,7 +184,11 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
     // Rebuilding from the documents gives exactly the rows kept incrementally.
     let before = projection_rows(&app).await;
     assert_eq!(before.len(), 3);
-    wipe(&app, &["incidents", "records", "search_index", "search_parts"]).await;
+    wipe(
+        &app,
+        &["incidents", "records", "search_index", "search_parts"],
+    )
+    .await;
     assert!(projection_rows(&app).await.is_empty());
     assert_eq!(reproject(&app).await, 3);
     assert_eq!(projection_rows(&app).await, before);
@@ -203,8 +207,8 @@ async fn wipe(app: &TestApp, tables: &[&str]) {
 /// `admin reproject` on the test's SQLite database; how many records it rebuilt.
 async fn reproject(app: &TestApp) -> usize {
     zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
-    .await
-    .unwrap()
+        .await
+        .unwrap()
 }
 
 /// Every projected row, without the time it was written.
@@ -824,8 +828,8 @@ async fn records_queries_search_and_audit_work_on_postgres() {
     );
     assert_eq!(
         zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
-        .await
-        .unwrap(),
+            .await
+            .unwrap(),
         2
     );
     assert!(matches!(

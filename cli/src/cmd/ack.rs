@@ -3,7 +3,7 @@
 //! ended is left as it is, and said so.
 
 use clap::Args;
-use serde_json::Value;
+use zhiban_api::{Acknowledged, Resolution, UserId};
 
 use super::{explain_online, local_time};
 use crate::{Context, EXIT_OK};
@@ -22,64 +22,100 @@ impl Ack {
             .acknowledge(&self.id)
             .await
             .map_err(|error| explain_online(error, "acknowledging an alert"))?;
-        context.out.emit(&answer, render(&self.id, &answer))?;
+        // A roll-call's alert stands for the roll-call: scripts read its `id`, `status` and
+        // `delay_ms` as `zhiban rollcall answer` gives them.
+        let json = match &answer.rollcall {
+            Some(rollcall) => serde_json::to_value(rollcall)?,
+            None => serde_json::to_value(&answer)?,
+        };
+        context.out.emit(&json, render(&answer))?;
         Ok(EXIT_OK)
     }
 }
 
-fn render(id: &str, answer: &Value) -> String {
-    let time = |key: &str| answer[key].as_i64().map_or_else(|| "?".into(), local_time);
-    if answer["status"] == "answered" {
-        return format!("answered roll-call {}", answer["id"].as_str().unwrap_or(id));
+fn render(answer: &Acknowledged) -> String {
+    let id = &answer.id;
+    if let Some(rollcall) = &answer.rollcall {
+        return format!("answered roll-call {}", rollcall.id);
     }
-    if answer["already"] != true {
+    if !answer.already {
         return format!("acknowledged {id}");
     }
-    if !answer["acknowledged_at"].is_null() {
-        let by = answer["acknowledged_by"].as_str().unwrap_or("somebody");
+    let time = |at: Option<i64>| at.map_or_else(|| "?".into(), local_time);
+    if answer.acknowledged_at.is_some() {
+        let by = answer
+            .acknowledged_by
+            .as_ref()
+            .map_or("somebody", UserId::as_str);
         return format!(
             "{id} was already acknowledged by {by} at {}",
-            time("acknowledged_at")
+            time(answer.acknowledged_at)
         );
     }
-    let resolution = answer["resolution"].as_str().unwrap_or("resolved");
+    let resolution = answer.resolution.map_or("resolved", Resolution::as_str);
     format!(
         "{id} had already ended ({resolution}) at {}",
-        time("resolved_at")
+        time(answer.resolved_at)
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use zhiban_api::{RollcallAnswered, RollcallStatus};
 
     use super::*;
 
+    fn acknowledged(already: bool) -> Acknowledged {
+        Acknowledged {
+            id: "a1".into(),
+            already,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolution: None,
+            rollcall: None,
+        }
+    }
+
     #[test]
     fn a_second_acknowledgement_says_who_was_first() {
-        assert_eq!(
-            render(
-                "a1",
-                &json!({"id": "a1", "already": false, "acknowledged_by": "u1"})
-            ),
-            "acknowledged a1"
-        );
-        let again = render(
-            "a1",
-            &json!({"id": "a1", "already": true, "acknowledged_at": 0, "acknowledged_by": "u1"}),
-        );
+        let first = Acknowledged {
+            acknowledged_by: Some("u1".into()),
+            ..acknowledged(false)
+        };
+        assert_eq!(render(&first), "acknowledged a1");
+        let again = render(&Acknowledged {
+            acknowledged_at: Some(0),
+            acknowledged_by: Some("u1".into()),
+            ..acknowledged(true)
+        });
         assert!(
             again.starts_with("a1 was already acknowledged by u1 at "),
             "{again}"
         );
-        let ended = render(
-            "a1",
-            &json!({"id": "a1", "already": true, "acknowledged_at": null,
-                    "resolved_at": 0, "resolution": "regraded"}),
-        );
+        let ended = render(&Acknowledged {
+            resolved_at: Some(0),
+            resolution: Some(Resolution::Regraded),
+            ..acknowledged(true)
+        });
         assert!(
             ended.starts_with("a1 had already ended (regraded) at "),
             "{ended}"
         );
+    }
+
+    #[test]
+    fn a_rollcalls_alert_reads_as_the_rollcall_answered() {
+        let answered = Acknowledged {
+            resolution: Some(Resolution::Answered),
+            rollcall: Some(RollcallAnswered {
+                id: "r1".into(),
+                status: RollcallStatus::Answered,
+                answered_at: 0,
+                delay_ms: 3_000,
+            }),
+            ..acknowledged(false)
+        };
+        assert_eq!(render(&answered), "answered roll-call r1");
     }
 }

@@ -3,7 +3,7 @@
 //! a roll-call is answered with `zhiban rollcall answer`.
 
 use clap::Args;
-use serde_json::Value;
+use zhiban_api::{AlertList, AlertView, Grade, Resolution, UserId};
 
 use super::{explain_online, local_time};
 use crate::{Context, EXIT_OK};
@@ -22,26 +22,28 @@ impl Alerts {
             .alerts(!self.all)
             .await
             .map_err(|error| explain_online(error, "listing alerts"))?;
-        context.out.emit(&answer, render(&answer, self.all))?;
+        context
+            .out
+            .emit(&serde_json::to_value(&answer)?, render(&answer, self.all))?;
         Ok(EXIT_OK)
     }
 }
 
 /// One line per alert: `ID  KIND  GRADE  TITLE  [STATUS]`.
-fn render(answer: &Value, all: bool) -> String {
-    let alerts = answer["alerts"].as_array().map_or(&[][..], Vec::as_slice);
-    if alerts.is_empty() {
+fn render(answer: &AlertList, all: bool) -> String {
+    if answer.alerts.is_empty() {
         return if all { "no alerts" } else { "no open alerts" }.into();
     }
-    alerts
+    answer
+        .alerts
         .iter()
         .map(|alert| {
             format!(
                 "{}  {}  {}  {}  [{}]",
-                alert["id"].as_str().unwrap_or("?"),
-                alert["kind"].as_str().unwrap_or("?"),
-                alert["grade"].as_str().unwrap_or("-"),
-                alert["title"].as_str().unwrap_or("-"),
+                alert.id,
+                alert.kind.as_str(),
+                alert.grade.map_or("-", Grade::as_str),
+                alert.title,
                 state(alert)
             )
         })
@@ -50,41 +52,74 @@ fn render(answer: &Value, all: bool) -> String {
 }
 
 /// Where an alert stands: open (and when it is due), acknowledged, or how it ended.
-fn state(alert: &Value) -> String {
-    let time = |key: &str| alert[key].as_i64().map(local_time);
-    if let Some(at) = time("acknowledged_at") {
-        let by = alert["acknowledged_by"].as_str().unwrap_or("somebody");
-        return format!("acknowledged by {by} at {at}");
+fn state(alert: &AlertView) -> String {
+    if let Some(at) = alert.acknowledged_at {
+        let by = alert
+            .acknowledged_by
+            .as_ref()
+            .map_or("somebody", UserId::as_str);
+        return format!("acknowledged by {by} at {}", local_time(at));
     }
-    if let Some(at) = time("resolved_at") {
-        let resolution = alert["resolution"].as_str().unwrap_or("resolved");
-        return format!("{resolution} at {at}");
+    if let Some(at) = alert.resolved_at {
+        let resolution = alert.resolution.map_or("resolved", Resolution::as_str);
+        return format!("{resolution} at {}", local_time(at));
     }
-    match time("due_at") {
-        Some(due) => format!("open, due {due}"),
+    match alert.due_at {
+        Some(due) => format!("open, due {}", local_time(due)),
         None => "open".into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use zhiban_api::AlertKind;
 
     use super::*;
 
+    fn alert(id: &str, kind: AlertKind, grade: Option<Grade>, title: &str) -> AlertView {
+        AlertView {
+            id: id.into(),
+            kind,
+            document_id: None,
+            rollcall_id: None,
+            unit_id: "unit".into(),
+            classified: false,
+            grade,
+            title: title.into(),
+            created_at: 0,
+            due_at: None,
+            step: 0,
+            next_at: None,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            resolved_at: None,
+            resolution: None,
+            targeted: true,
+            timeline: None,
+        }
+    }
+
     #[test]
     fn each_alert_reads_as_one_line_with_its_state() {
-        assert_eq!(render(&json!({"alerts": []}), false), "no open alerts");
-        assert_eq!(render(&json!({"alerts": []}), true), "no alerts");
+        let none = AlertList { alerts: Vec::new() };
+        assert_eq!(render(&none, false), "no open alerts");
+        assert_eq!(render(&none, true), "no alerts");
         let human = render(
-            &json!({"alerts": [
-                {"id": "a1", "kind": "incident", "grade": "red", "title": "追尾 G4",
-                 "acknowledged_at": null, "resolved_at": null, "due_at": null},
-                {"id": "a2", "kind": "rollcall", "grade": null, "title": "Roll-call",
-                 "acknowledged_at": null, "resolved_at": 0, "resolution": "answered"},
-                {"id": "a3", "kind": "instruction", "grade": "yellow", "title": "批示",
-                 "acknowledged_at": 0, "acknowledged_by": "u1"},
-            ]}),
+            &AlertList {
+                alerts: vec![
+                    alert("a1", AlertKind::Incident, Some(Grade::Red), "追尾 G4"),
+                    AlertView {
+                        resolved_at: Some(0),
+                        resolution: Some(Resolution::Answered),
+                        ..alert("a2", AlertKind::Rollcall, None, "Roll-call")
+                    },
+                    AlertView {
+                        acknowledged_at: Some(0),
+                        acknowledged_by: Some("u1".into()),
+                        ..alert("a3", AlertKind::Instruction, Some(Grade::Yellow), "批示")
+                    },
+                ],
+            },
             true,
         );
         let lines: Vec<&str> = human.lines().collect();

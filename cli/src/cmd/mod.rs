@@ -26,6 +26,7 @@ mod swap;
 use clap::Subcommand;
 use serde_json::Value;
 use zhiban_client_core::{Device, DocumentId, Error};
+use zhiban_records::{Person, Shift};
 
 use crate::Context;
 
@@ -185,53 +186,68 @@ pub(crate) fn local_time(millis: i64) -> String {
     }
 }
 
-/// A person of a roster (`{"user_id", "name", "phone"}`) as people read it: `NAME (PHONE)`.
+/// A person of a roster document (`{"user_id", "name", "phone"}`) as people read it. Read
+/// as the server reads it, so one mistyped field does not hide the others.
 pub(crate) fn person(value: &Value) -> String {
-    let name = value
-        .get("name")
-        .and_then(Value::as_str)
+    let person = zhiban_records::read::lenient::<Person>(value.clone(), "", &mut Vec::new());
+    name_of(person.as_ref())
+}
+
+/// A person as people read it: `NAME (PHONE)`, their user id if they have no name.
+fn name_of(person: Option<&Person>) -> String {
+    let Some(person) = person else {
+        return "nobody".into();
+    };
+    let name = Some(person.name.as_str())
         .filter(|name| !name.is_empty())
-        .or_else(|| value.get("user_id").and_then(Value::as_str))
+        .or(person.user_id.as_deref())
         .unwrap_or("nobody");
-    match value.get("phone").and_then(Value::as_str) {
+    match person.phone.as_deref() {
         Some(phone) if !phone.is_empty() => format!("{name} ({phone})"),
         _ => name.to_owned(),
     }
 }
 
 /// A list of people, `A (P), B (Q)`, or `none`.
-pub(crate) fn people(value: &Value) -> String {
-    match value.as_array() {
-        Some(list) if !list.is_empty() => list.iter().map(person).collect::<Vec<_>>().join(", "),
-        _ => "none".into(),
+fn names_of(people: &[Person]) -> String {
+    if people.is_empty() {
+        return "none".into();
     }
+    people
+        .iter()
+        .map(|person| name_of(Some(person)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// A shift as text: its times and kind, then the leader, the officers and any backups.
-pub(crate) fn describe_shift(human: &mut String, heading: &str, shift: &Value, indent: &str) {
+/// A shift as text: its times and kind, then the leader, the officers and any backups. Takes
+/// a roster's shift, which both a roster document and the server's on-duty answer fit.
+pub(crate) fn describe_shift(human: &mut String, heading: &str, shift: &Shift, indent: &str) {
     use std::fmt::Write as _;
-    let time = |key| shift[key].as_i64().map_or_else(|| "?".into(), local_time);
-    let _ = write!(human, "{heading} {} – {}", time("start"), time("end"));
-    if let Some(kind) = shift["kind"].as_str() {
+    let time = |at: Option<i64>| at.map_or_else(|| "?".into(), local_time);
+    let _ = write!(
+        human,
+        "{heading} {} – {}",
+        time(shift.start),
+        time(shift.end)
+    );
+    if let Some(kind) = &shift.kind {
         let _ = write!(human, " ({kind})");
     }
-    let _ = write!(human, "\n{indent}leader: {}", person(&shift["leader"]));
-    let _ = write!(human, "\n{indent}officers: {}", people(&shift["officers"]));
-    if !shift["backup_leader"].is_null() {
-        let _ = write!(
-            human,
-            "\n{indent}backup leader: {}",
-            person(&shift["backup_leader"])
-        );
+    let _ = write!(
+        human,
+        "\n{indent}leader: {}",
+        name_of(shift.leader.as_ref())
+    );
+    let _ = write!(human, "\n{indent}officers: {}", names_of(&shift.officers));
+    if let Some(backup) = &shift.backup_leader {
+        let _ = write!(human, "\n{indent}backup leader: {}", name_of(Some(backup)));
     }
-    if shift["backup_officers"]
-        .as_array()
-        .is_some_and(|list| !list.is_empty())
-    {
+    if !shift.backup_officers.is_empty() {
         let _ = write!(
             human,
             "\n{indent}backup officers: {}",
-            people(&shift["backup_officers"])
+            names_of(&shift.backup_officers)
         );
     }
 }
@@ -265,11 +281,21 @@ mod tests {
             "李局长 (13800000001)"
         );
         assert_eq!(person(&json!({"user_id": "u1", "name": ""})), "u1");
+        assert_eq!(person(&json!({"user_id": "u1", "name": 7})), "u1");
         assert_eq!(person(&Value::Null), "nobody");
-        assert_eq!(
-            people(&json!([{"name": "安娜"}, {"name": "赵", "phone": "110"}])),
-            "安娜, 赵 (110)"
-        );
-        assert_eq!(people(&json!([])), "none");
+        let people = [
+            Person {
+                user_id: None,
+                name: "安娜".into(),
+                phone: None,
+            },
+            Person {
+                user_id: None,
+                name: "赵".into(),
+                phone: Some("110".into()),
+            },
+        ];
+        assert_eq!(names_of(&people), "安娜, 赵 (110)");
+        assert_eq!(names_of(&[]), "none");
     }
 }

@@ -2,7 +2,8 @@
 //! (D5): the leader and the officers with their phones, after approved swaps and leaves.
 
 use clap::Args;
-use serde_json::Value;
+use zhiban_api::{OnDuty as Answer, ShiftOnDuty};
+use zhiban_records::Shift;
 
 use super::{describe_shift, explain_online};
 use crate::{Context, EXIT_OK};
@@ -24,7 +25,9 @@ impl OnDuty {
             .on_duty(self.unit.as_deref(), self.at)
             .await
             .map_err(|error| explain_online(error, "who is on duty"))?;
-        context.out.emit(&answer, render(&answer))?;
+        context
+            .out
+            .emit(&serde_json::to_value(&answer)?, render(&answer))?;
         Ok(EXIT_OK)
     }
 }
@@ -44,26 +47,39 @@ fn parse_instant(text: &str) -> Result<i64, String> {
         })
 }
 
-fn render(answer: &Value) -> String {
-    let shifts = answer["shifts"].as_array().map_or(&[][..], Vec::as_slice);
-    if shifts.is_empty() {
+fn render(answer: &Answer) -> String {
+    if answer.shifts.is_empty() {
         return "nobody on duty in the roster".into();
     }
     let mut human = String::new();
-    for shift in shifts {
+    for shift in &answer.shifts {
         if !human.is_empty() {
             human.push('\n');
         }
-        describe_shift(&mut human, "shift", shift, "");
+        describe_shift(&mut human, "shift", &roster_shift(shift), "");
     }
     human
 }
 
+/// The shift as its roster holds it, which is what [`describe_shift`] reads.
+fn roster_shift(shift: &ShiftOnDuty) -> Shift {
+    Shift {
+        start: Some(shift.start),
+        end: Some(shift.end),
+        kind: shift.kind.clone(),
+        leader: shift.leader.clone(),
+        officers: shift.officers.clone(),
+        backup_leader: shift.backup_leader.clone(),
+        backup_officers: shift.backup_officers.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use zhiban_api::{DocumentId, Person};
 
     use super::*;
+    use crate::cmd::local_time;
 
     #[test]
     fn instants_are_rfc3339_or_milliseconds() {
@@ -77,18 +93,33 @@ mod tests {
 
     #[test]
     fn each_shift_reads_as_leader_and_officers() {
-        assert_eq!(
-            render(&json!({"shifts": []})),
-            "nobody on duty in the roster"
-        );
-        let human = render(&json!({"shifts": [{
-            "start": 0, "end": 1, "kind": "workday",
-            "leader": {"name": "李局长", "phone": "13800000001"},
-            "officers": [{"name": "安娜", "phone": "13800000002"}, {"name": "赵"}],
-            "backup_leader": null, "backup_officers": null,
-        }]}));
+        let answer = |shifts| Answer {
+            unit_id: "u".into(),
+            at: 0,
+            shifts,
+        };
+        assert_eq!(render(&answer(Vec::new())), "nobody on duty in the roster");
+        let person = |name: &str, phone: Option<&str>| Person {
+            user_id: None,
+            name: name.into(),
+            phone: phone.map(Into::into),
+        };
+        let human = render(&answer(vec![ShiftOnDuty {
+            roster: DocumentId::random(),
+            start: 0,
+            end: 1,
+            kind: Some("workday".into()),
+            leader: Some(person("李局长", Some("13800000001"))),
+            officers: vec![person("安娜", Some("13800000002")), person("赵", None)],
+            backup_leader: None,
+            backup_officers: Vec::new(),
+        }]));
         let lines: Vec<&str> = human.lines().collect();
         assert_eq!(lines.len(), 3, "{human}");
+        assert_eq!(
+            lines[0],
+            format!("shift {} – {} (workday)", local_time(0), local_time(1))
+        );
         assert_eq!(lines[1], "leader: 李局长 (13800000001)");
         assert_eq!(lines[2], "officers: 安娜 (13800000002), 赵");
     }

@@ -9,7 +9,7 @@
 //! ```
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use zhiban_api::{RollcallList, RollcallStatus, UserId};
 
 use super::{explain_online, local_time};
 use crate::{Context, EXIT_OK};
@@ -64,15 +64,13 @@ impl Rollcall {
                     .call_rollcall(&call.unit, call.window_secs)
                     .await
                     .map_err(online)?;
-                let due = answer["due_at"]
-                    .as_i64()
-                    .map_or_else(|| "?".into(), local_time);
                 context.out.emit(
-                    &answer,
+                    &serde_json::to_value(&answer)?,
                     format_args!(
-                        "roll-call {} called on {}: the duty post must answer by {due}",
-                        answer["id"].as_str().unwrap_or("?"),
-                        call.unit
+                        "roll-call {} called on {}: the duty post must answer by {}",
+                        answer.id,
+                        call.unit,
+                        local_time(answer.due_at)
                     ),
                 )?;
             }
@@ -80,11 +78,8 @@ impl Rollcall {
                 let id = &answer.id;
                 let answer = device.answer_rollcall(id).await.map_err(online)?;
                 context.out.emit(
-                    &answer,
-                    format_args!(
-                        "answered roll-call {id} after {}",
-                        delay(answer["delay_ms"].as_i64().unwrap_or_default())
-                    ),
+                    &serde_json::to_value(&answer)?,
+                    format_args!("answered roll-call {id} after {}", delay(answer.delay_ms)),
                 )?;
             }
             Action::List(list) => {
@@ -92,7 +87,9 @@ impl Rollcall {
                     .rollcalls(list.unit.as_deref())
                     .await
                     .map_err(online)?;
-                context.out.emit(&answer, render(&answer))?;
+                context
+                    .out
+                    .emit(&serde_json::to_value(&answer)?, render(&answer))?;
             }
         }
         Ok(EXIT_OK)
@@ -100,36 +97,31 @@ impl Rollcall {
 }
 
 /// One line per roll-call: `ID  called TIME by USER  STATUS`.
-fn render(answer: &Value) -> String {
-    let unit = answer["unit_id"].as_str().unwrap_or("?");
-    let rollcalls = answer["rollcalls"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    if rollcalls.is_empty() {
-        return format!("no roll-calls for unit {unit}");
+fn render(answer: &RollcallList) -> String {
+    if answer.rollcalls.is_empty() {
+        return format!("no roll-calls for unit {}", answer.unit_id);
     }
-    rollcalls
+    answer
+        .rollcalls
         .iter()
         .map(|rollcall| {
-            let called_at = rollcall["called_at"].as_i64().unwrap_or_default();
-            let status = match rollcall["status"].as_str() {
-                Some("answered") => format!(
+            let status = match rollcall.status {
+                RollcallStatus::Answered => format!(
                     "answered after {} by {}",
-                    delay(rollcall["delay_ms"].as_i64().unwrap_or_default()),
-                    rollcall["answered_by"].as_str().unwrap_or("?")
+                    delay(rollcall.delay_ms.unwrap_or_default()),
+                    rollcall.answered_by.as_ref().map_or("?", UserId::as_str)
                 ),
-                Some("open") => format!(
+                RollcallStatus::Open => format!(
                     "open until {}",
-                    local_time(called_at + rollcall["window_ms"].as_i64().unwrap_or_default())
+                    local_time(rollcall.called_at.saturating_add(rollcall.window_ms))
                 ),
-                Some(other) => other.to_owned(),
-                None => "?".into(),
+                RollcallStatus::Missed => "missed".into(),
             };
             format!(
                 "{}  called {} by {}  {status}",
-                rollcall["id"].as_str().unwrap_or("?"),
-                local_time(called_at),
-                rollcall["called_by"].as_str().unwrap_or("?"),
+                rollcall.id,
+                local_time(rollcall.called_at),
+                rollcall.called_by,
             )
         })
         .collect::<Vec<_>>()
@@ -150,7 +142,7 @@ fn delay(millis: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use zhiban_api::RollcallView;
 
     use super::*;
 
@@ -162,18 +154,36 @@ mod tests {
         assert_eq!(delay(245_000), "4 min 5 s");
     }
 
+    fn rollcall(id: &str, status: RollcallStatus) -> RollcallView {
+        RollcallView {
+            id: id.into(),
+            called_by: "d".into(),
+            called_at: 0,
+            window_ms: 300_000,
+            status,
+            answered_at: None,
+            answered_by: None,
+            delay_ms: None,
+            alert_id: "a".into(),
+        }
+    }
+
     #[test]
     fn each_rollcall_reads_as_one_line_with_its_outcome() {
-        assert_eq!(
-            render(&json!({"unit_id": "u", "rollcalls": []})),
-            "no roll-calls for unit u"
-        );
-        let human = render(&json!({"unit_id": "u", "rollcalls": [
-            {"id": "r2", "called_by": "d", "called_at": 0, "window_ms": 300_000,
-             "status": "answered", "answered_by": "a", "delay_ms": 3_000},
-            {"id": "r1", "called_by": "d", "called_at": 0, "window_ms": 300_000,
-             "status": "missed", "answered_by": null, "delay_ms": null},
-        ]}));
+        let list = |rollcalls| RollcallList {
+            unit_id: "u".into(),
+            rollcalls,
+        };
+        assert_eq!(render(&list(Vec::new())), "no roll-calls for unit u");
+        let human = render(&list(vec![
+            RollcallView {
+                answered_at: Some(3_000),
+                answered_by: Some("a".into()),
+                delay_ms: Some(3_000),
+                ..rollcall("r2", RollcallStatus::Answered)
+            },
+            rollcall("r1", RollcallStatus::Missed),
+        ]));
         let lines: Vec<&str> = human.lines().collect();
         assert!(lines[0].starts_with("r2  called "), "{human}");
         assert!(

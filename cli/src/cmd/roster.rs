@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use clap::Args;
 use serde_json::{Value, json};
 use zhiban_client_core::DocumentId;
+use zhiban_records::Shift;
 
 use super::{describe_shift, explain, person, record_of_kind};
 use crate::{Context, EXIT_OK};
@@ -44,8 +45,12 @@ fn render(roster: &Value) -> String {
         human.push_str("\nno shifts");
     }
     for (number, shift) in (1..).zip(shifts) {
+        // Read as the server reads it: a field that does not fit shows as missing, and the
+        // shift keeps its number.
+        let shift: Shift =
+            zhiban_records::read::lenient(shift.clone(), "", &mut Vec::new()).unwrap_or_default();
         human.push('\n');
-        describe_shift(&mut human, &format!("shift {number}:"), shift, "  ");
+        describe_shift(&mut human, &format!("shift {number}:"), &shift, "  ");
     }
     for (number, request) in (1..).zip(roster["requests"].as_array().into_iter().flatten()) {
         let shift = request["shift"]

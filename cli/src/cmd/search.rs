@@ -2,8 +2,8 @@
 //! only what the user may see comes back.
 
 use clap::Args;
-use serde_json::Value;
-use zhiban_client_core::{Device, DocumentId};
+use zhiban_api::SearchHits;
+use zhiban_client_core::Device;
 
 use super::explain_online;
 use crate::{Context, EXIT_OK};
@@ -22,29 +22,30 @@ impl Search {
             .await
             .map_err(|error| explain_online(error, "searching"))?;
         let human = render(&device, &self.query, &answer).await;
-        context.out.emit(&answer, human)?;
+        context.out.emit(&serde_json::to_value(&answer)?, human)?;
         Ok(EXIT_OK)
     }
 }
 
-/// One line per hit, `ID  TITLE`. The server names incidents only; for other records the
-/// title comes from this device's copy when it has one.
-async fn render(device: &Device, query: &str, answer: &Value) -> String {
-    let hits = answer["hits"].as_array().map_or(&[][..], Vec::as_slice);
-    if hits.is_empty() {
+/// One line per hit, `ID  TITLE`. A hit without a title takes it from this device's copy
+/// when it has one.
+async fn render(device: &Device, query: &str, answer: &SearchHits) -> String {
+    if answer.hits.is_empty() {
         return format!("nothing found for `{query}`");
     }
-    let mut lines = Vec::with_capacity(hits.len());
-    for hit in hits {
-        let id = hit["document_id"].as_str().unwrap_or("?");
-        let mut title = hit["title"].as_str().map(str::to_owned);
+    let mut lines = Vec::with_capacity(answer.hits.len());
+    for hit in &answer.hits {
+        let mut title = hit.title.clone();
         if title.is_none()
-            && let Ok(document_id) = id.parse::<DocumentId>()
-            && let Ok(document) = device.get(&document_id).await
+            && let Ok(document) = device.get(&hit.document_id).await
         {
             title = document["title"].as_str().map(str::to_owned);
         }
-        lines.push(format!("{id}  {}", title.as_deref().unwrap_or("-")));
+        lines.push(format!(
+            "{}  {}",
+            hit.document_id,
+            title.as_deref().unwrap_or("-")
+        ));
     }
     lines.join("\n")
 }

@@ -119,8 +119,9 @@ impl Alert {
 
     /// When step `index` is due; saturating, since a deadline may come from a document.
     fn step_at(&self, index: usize) -> Option<i64> {
-        self.steps
-            .get(index)
-            .map(|step| self.base().saturating_add(step.after_secs.saturating_mul(1000)))
+        self.steps.get(index).map(|step| {
+            self.base()
+                .saturating_add(step.after_secs.saturating_mul(1000))
+        })
     }
 }

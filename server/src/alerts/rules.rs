@@ -25,7 +25,9 @@ pub async fn after_projection(
     match &projection.rows {
         Rows::Incident(rows) => {
             if let Some(incident) = &rows.incident {
-                raised.add(incident_alerts(connection, common, incident, &rows.instructions, now).await?);
+                raised.add(
+                    incident_alerts(connection, common, incident, &rows.instructions, now).await?,
+                );
             }
         }
         Rows::DailyReport(rows) => {
@@ -38,9 +40,9 @@ pub async fn after_projection(
         Rows::Roster(rows) => {
             if let Some(roster) = &rows.roster
                 && roster.holiday
-                && let Some(due_at) = roster.due_at.or_else(|| {
-                    Some(roster.starts_at()?.saturating_sub(HOLIDAY_ROSTER_AHEAD_MS))
-                })
+                && let Some(due_at) = roster
+                    .due_at
+                    .or_else(|| Some(roster.starts_at()?.saturating_sub(HOLIDAY_ROSTER_AHEAD_MS)))
             {
                 let key = format!("holiday_roster:{id}");
                 if roster.submitted_at.is_some() {

@@ -82,7 +82,14 @@ pub async fn resolve(
             // Replaced by the reporter when the alert was raised.
             Target::Responsible => (Vec::new(), None),
         };
-        let mut found = valid(connection, alert, &offices, candidates, &mut reached.ignored).await?;
+        let mut found = valid(
+            connection,
+            alert,
+            &offices,
+            candidates,
+            &mut reached.ignored,
+        )
+        .await?;
         if found.is_empty()
             && let Some((unit, role, instead)) = fallback
         {

@@ -159,8 +159,7 @@ impl Worker {
     /// due at the configured local hour; one missing then raises an alert, resolved when it
     /// arrives.
     async fn daily_reports(&self, now: i64) -> Result<(), sqlx::Error> {
-        let Some(offset) = FixedOffset::east_opt(self.utc_offset_hours.saturating_mul(3600))
-        else {
+        let Some(offset) = FixedOffset::east_opt(self.utc_offset_hours.saturating_mul(3600)) else {
             return Ok(());
         };
         let Some(local) = offset.timestamp_millis_opt(now).single() else {
@@ -241,7 +240,9 @@ async fn step_failed(
         &mut savepoint,
         &format!("alert:{id}"),
         &unit_id,
-        document_id.as_deref().map(|document| (document, classified)),
+        document_id
+            .as_deref()
+            .map(|document| (document, classified)),
         format!("An alert could not be sent and is retried every 10 minutes: {error}"),
         now,
     )

@@ -54,6 +54,29 @@ impl Committer {
         outcome.await.map_err(|_| CommitError::Stopped)?
     }
 
+    /// Queues `works` in this order (the writer groups them into as few transactions as it
+    /// can) and returns once all are committed: for tools and benchmarks that produce many
+    /// changes at once.
+    pub async fn commit_all(&self, works: Vec<Work>) -> Result<Vec<Outcome>, CommitError> {
+        let mut pending = Vec::with_capacity(works.len());
+        for work in works {
+            let (done, outcome) = oneshot::channel();
+            self.jobs
+                .send(Job::Work {
+                    work,
+                    done: Some(done),
+                })
+                .await
+                .map_err(|_| CommitError::Stopped)?;
+            pending.push(outcome);
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for outcome in pending {
+            outcomes.push(outcome.await.map_err(|_| CommitError::Stopped)??);
+        }
+        Ok(outcomes)
+    }
+
     /// For work whose loss costs only efficiency or one audit row (sync states, refusals):
     /// failures are logged.
     pub fn submit(&self, work: Work) {

@@ -35,5 +35,8 @@ pub fn routes() -> Router<AppState> {
             "/api/push/subscriptions",
             post(api::subscribe).delete(api::unsubscribe_by_endpoint),
         )
-        .route("/api/push/subscriptions/{id}", delete(api::unsubscribe_by_id))
+        .route(
+            "/api/push/subscriptions/{id}",
+            delete(api::unsubscribe_by_id),
+        )
 }

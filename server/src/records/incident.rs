@@ -308,7 +308,8 @@ pub(crate) async fn one(
 }
 
 fn view(row: &sqlx::any::AnyRow, now: i64) -> Result<IncidentView, sqlx::Error> {
-    let follow_ups: Vec<i64> = from_json(row.try_get::<Option<String>, _>("follow_ups")?.as_deref());
+    let follow_ups: Vec<i64> =
+        from_json(row.try_get::<Option<String>, _>("follow_ups")?.as_deref());
     let known_at = row.try_get("known_at")?;
     let timeliness = Timeliness::of(
         known_at,

@@ -168,7 +168,9 @@ pub async fn problems(
         .map(|row| {
             Ok(zhiban_api::ItemProblems {
                 position: row.try_get("position")?,
-                problems: super::from_json(row.try_get::<Option<String>, _>("problems")?.as_deref()),
+                problems: super::from_json(
+                    row.try_get::<Option<String>, _>("problems")?.as_deref(),
+                ),
             })
         })
         .collect()

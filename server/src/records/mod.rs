@@ -169,16 +169,32 @@ pub fn project(source: &Source<'_>, change: Change<'_>, fresh: bool) -> Option<P
             };
             let (rows, item_texts, truncate_at) = match kind {
                 RecordKind::DutyLog => {
-                    let (entries, texts) =
-                        items::read(source.doc, list, &delta, zhiban_records::duty_log::read_entry);
+                    let (entries, texts) = items::read(
+                        source.doc,
+                        list,
+                        &delta,
+                        zhiban_records::duty_log::read_entry,
+                    );
                     let truncate_at = entries.truncate_at;
-                    (Rows::DutyLog(duty_log::Rows { entries }), texts, truncate_at)
+                    (
+                        Rows::DutyLog(duty_log::Rows { entries }),
+                        texts,
+                        truncate_at,
+                    )
                 }
                 RecordKind::DocumentRegister => {
-                    let (entries, texts) =
-                        items::read(source.doc, list, &delta, zhiban_records::register::read_entry);
+                    let (entries, texts) = items::read(
+                        source.doc,
+                        list,
+                        &delta,
+                        zhiban_records::register::read_entry,
+                    );
                     let truncate_at = entries.truncate_at;
-                    (Rows::DocumentRegister(register::Rows { entries }), texts, truncate_at)
+                    (
+                        Rows::DocumentRegister(register::Rows { entries }),
+                        texts,
+                        truncate_at,
+                    )
                 }
                 RecordKind::Incident
                 | RecordKind::Roster
@@ -305,7 +321,10 @@ pub(crate) fn writer(doc: &Automerge, object: &ObjId, key: &str) -> Option<Strin
 }
 
 /// A document id column.
-pub(crate) fn document_id(row: &sqlx::any::AnyRow, column: &str) -> Result<DocumentId, sqlx::Error> {
+pub(crate) fn document_id(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<DocumentId, sqlx::Error> {
     use sqlx::Row;
     row.try_get::<String, _>(column)?
         .parse()

@@ -174,7 +174,12 @@ pub async fn on_duty_users(
     let (mut leaders, mut officers) = (Vec::new(), Vec::new());
     for shift in shifts_at(connection, unit_id, at, None).await? {
         leaders.extend(shift.leader.and_then(|person| person.user_id));
-        officers.extend(shift.officers.into_iter().filter_map(|person| person.user_id));
+        officers.extend(
+            shift
+                .officers
+                .into_iter()
+                .filter_map(|person| person.user_id),
+        );
     }
     leaders.dedup();
     officers.dedup();
@@ -238,8 +243,11 @@ async fn shifts_at(
         .await?;
         for request in &approved {
             let requester: String = request.try_get("requester")?;
-            let substitute: Option<Person> =
-                from_json(request.try_get::<Option<String>, _>("substitute")?.as_deref());
+            let substitute: Option<Person> = from_json(
+                request
+                    .try_get::<Option<String>, _>("substitute")?
+                    .as_deref(),
+            );
             let Some(substitute) = substitute else {
                 continue;
             };

@@ -48,7 +48,11 @@ impl Update {
         truncate_at: Option<usize>,
     ) -> Update {
         let mut parts: Vec<_> = header.map(|text| (HEADER, 0, text)).into_iter().collect();
-        parts.extend(items.into_iter().map(|(position, text)| (list, position, text)));
+        parts.extend(
+            items
+                .into_iter()
+                .map(|(position, text)| (list, position, text)),
+        );
         Update {
             parts,
             truncate: truncate_at.map(|len| (list, len)),

@@ -22,10 +22,11 @@ pub async fn kind(
     tx: &mut sqlx::AnyConnection,
     id: &str,
 ) -> Result<Option<RecordKind>, sqlx::Error> {
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM records WHERE document_id = $1")
-        .bind(id)
-        .fetch_optional(tx)
-        .await?;
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT kind FROM records WHERE document_id = $1")
+            .bind(id)
+            .fetch_optional(tx)
+            .await?;
     Ok(kind.and_then(|kind| RecordKind::of_name(&kind)))
 }
 
@@ -94,9 +95,8 @@ fn view(row: &sqlx::any::AnyRow) -> Result<RecordStatus, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     Ok(RecordStatus {
         document_id: document_id(row, "document_id")?,
-        kind: RecordKind::of_name(&kind).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown record kind `{kind}`").into())
-        })?,
+        kind: RecordKind::of_name(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown record kind `{kind}`").into()))?,
         unit_id: row.try_get::<String, _>("unit_id")?.into(),
         classified: row.try_get::<i64, _>("classified")? != 0,
         title: row.try_get("title")?,

@@ -664,7 +664,8 @@ impl DocumentActor {
                         .detail(json!({"peer": peer.peer_id, "changes": changes})),
                 );
             }
-            let snapshot = self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks;
+            let snapshot =
+                self.chunks_since_snapshot + 1 >= self.state.settings.snapshot_after_chunks;
             let chunk = if snapshot {
                 Chunk::Snapshot {
                     seq: self.next_seq,
@@ -731,7 +732,9 @@ impl DocumentActor {
     /// went well, whole otherwise. Resets the round's patch log.
     fn project(&mut self, registered: Option<&DocumentMeta>) -> Option<records::Projection> {
         let patches = self.document.make_patches(&mut self.patches);
-        let meta = registered.or(self.meta.as_ref()).filter(|meta| !meta.catalog)?;
+        let meta = registered
+            .or(self.meta.as_ref())
+            .filter(|meta| !meta.catalog)?;
         let fresh = registered.is_some();
         let change = if self.read_whole || fresh {
             Change::All
@@ -809,17 +812,14 @@ impl DocumentActor {
         let identity = &creator.identity;
         let unit_id = zhiban_records::json::text(&self.document, &automerge::ROOT, "unit")
             .unwrap_or_else(|| identity.unit_id.clone());
-        let classified = match zhiban_records::json::text(
-            &self.document,
-            &automerge::ROOT,
-            "classification",
-        )
-        .as_deref()
-        {
-            None | Some("plain") => false,
-            Some("classified") => true,
-            Some(other) => return Err(format!("unknown classification `{other}`")),
-        };
+        let classified =
+            match zhiban_records::json::text(&self.document, &automerge::ROOT, "classification")
+                .as_deref()
+            {
+                None | Some("plain") => false,
+                Some("classified") => true,
+                Some(other) => return Err(format!("unknown classification `{other}`")),
+            };
         if unit_id != identity.unit_id {
             return Err(format!("cannot create a document in unit {unit_id}"));
         }

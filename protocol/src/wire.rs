@@ -564,6 +564,8 @@ fn number(d: &mut Decoder<'_>, field: &'static str) -> Result<u64, DecodeError> 
         Type::F16 | Type::F32 | Type::F64 => {
             let value = d.f64()?;
             if value.is_finite() && value >= 0.0 && value.fract() == 0.0 && value < 2f64.powi(64) {
+                // Whole, non-negative and below 2^64: the cast is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 Ok(value as u64)
             } else {
                 Err(DecodeError::WrongType(field))

@@ -344,8 +344,8 @@ async fn acknowledgement(scope: &Scope<'_>) -> Result<Acknowledgement, sqlx::Err
     }
     waits.sort_unstable();
     Ok(Acknowledgement {
-        alerts: rows.len() as i64,
-        acknowledged: waits.len() as i64,
+        alerts: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+        acknowledged: i64::try_from(waits.len()).unwrap_or(i64::MAX),
         median_secs: nearest_rank(&waits, 50).map(whole_seconds),
         p90_secs: nearest_rank(&waits, 90).map(whole_seconds),
     })

@@ -20,6 +20,14 @@
 //! encrypts and POSTs it; the latency ends when the receiver has decrypted it. Reports go one
 //! at a time: the next starts once the previous one's push arrived and the server
 //! acknowledged the document to the device.
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[allow(dead_code)]
 #[path = "relay/client.rs"]

@@ -6,6 +6,14 @@
 //! - a new device pulling 1,000 existing documents of its unit.
 //!
 //! Run: `cargo bench -p zhiban-tests --bench device`
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::time::{Duration, Instant};
 

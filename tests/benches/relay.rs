@@ -19,6 +19,14 @@
 //! 4. Durable writes: 100 writers, each on its own document: add a record, send it, wait until
 //!    the server's sync message includes it, repeat. Zhiban answers only after the SQLite
 //!    commit (WAL, synchronous=FULL); samod has no durable storage (see the notes printed).
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "relay/client.rs"]
 mod client;

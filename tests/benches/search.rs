@@ -5,6 +5,14 @@
 //! writes after each change) so that the setup takes seconds, not the time of 100,000 syncs.
 //!
 //! Run: `cargo bench -p zhiban-tests --bench search`
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use std::time::{Duration, Instant};
 

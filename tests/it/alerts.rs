@@ -29,6 +29,8 @@ pub(crate) struct Scene {
     pub(crate) receiver: PushReceiver,
     pub(crate) org: crate::helpers::Org,
     _dirs: Vec<tempfile::TempDir>,
+    /// After `app`: fields drop in order, and the database outlives the server.
+    _database: Option<crate::helpers::TestDatabase>,
     _data: tempfile::TempDir,
 }
 
@@ -36,16 +38,20 @@ impl Scene {
     pub(crate) async fn new() -> Scene {
         let data = tempfile::tempdir().unwrap();
         let settings = test_settings(data.path());
-        Self::with(settings, data).await
+        Self::with(settings, None, data).await
     }
 
     pub(crate) async fn on_postgres() -> Scene {
         let data = tempfile::tempdir().unwrap();
-        let settings = postgres_settings(data.path()).await;
-        Self::with(settings, data).await
+        let (settings, database) = postgres_settings(data.path()).await;
+        Self::with(settings, Some(database), data).await
     }
 
-    async fn with(mut settings: zhiban_server::Settings, data: tempfile::TempDir) -> Scene {
+    async fn with(
+        mut settings: zhiban_server::Settings,
+        database: Option<crate::helpers::TestDatabase>,
+        data: tempfile::TempDir,
+    ) -> Scene {
         let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
         settings.clock = clock.clone();
         let app = spawn_app_with(settings).await;
@@ -57,6 +63,7 @@ impl Scene {
             receiver,
             org,
             _dirs: Vec::new(),
+            _database: database,
             _data: data,
         };
         let now = scene.clock.now_ms();

@@ -264,7 +264,7 @@ async fn a_failing_alert_step_is_put_off_and_reported_while_the_others_go_on() {
     )
     .await;
     scene.clock.advance(3 * MINUTE);
-    let mut round = vec![scene.next().await, scene.next().await];
+    let mut round = [scene.next().await, scene.next().await];
     round.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(round[0].name, "leader");
     assert_eq!(round[0].json()["repeat"], 1);
@@ -294,7 +294,8 @@ async fn a_failing_alert_step_is_put_off_and_reported_while_the_others_go_on() {
 #[tokio::test]
 async fn a_nul_in_any_text_is_stripped_before_it_reaches_postgresql() {
     let data = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(postgres_settings(data.path()).await).await;
+    let (settings, _database) = postgres_settings(data.path()).await;
+    let app = spawn_app_with(settings).await;
     org(&app).await;
     let device = |username: &'static str| {
         let url = format!("http://{}", app.address);

@@ -24,7 +24,8 @@ async fn documents_survive_a_restart() {
 #[tokio::test]
 async fn documents_survive_a_restart_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    survive_a_restart(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    survive_a_restart(settings).await;
 }
 
 async fn survive_a_restart(settings: zhiban_server::Settings) {
@@ -54,7 +55,8 @@ async fn snapshots_fold_chunks_without_losing_changes() {
 #[tokio::test]
 async fn snapshots_fold_chunks_without_losing_changes_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    fold_chunks(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    fold_chunks(settings).await;
 }
 
 async fn fold_chunks(mut settings: zhiban_server::Settings) {
@@ -134,7 +136,8 @@ async fn kill_9_right_after_a_confirmation_loses_nothing() {
 #[tokio::test]
 async fn kill_9_right_after_a_confirmation_loses_nothing_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    kill_9(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    kill_9(settings).await;
 }
 
 async fn kill_9(settings: zhiban_server::Settings) {

@@ -55,22 +55,57 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     }
 }
 
-/// Settings for a fresh database on the local PostgreSQL (127.0.0.1:5432, trust auth).
-pub async fn postgres_settings(data_dir: &Path) -> Settings {
+/// A database of its own on the local PostgreSQL, dropped when the test is done with it.
+pub struct TestDatabase {
+    name: String,
+}
+
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await, and the test's runtime may be ending: a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL).await?;
+                // FORCE: a server the test left running still holds connections.
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// Settings for a fresh database on the local PostgreSQL (127.0.0.1:5432, trust auth), and
+/// the database itself: keep it alive for as long as the test uses the settings.
+pub async fn postgres_settings(data_dir: &Path) -> (Settings, TestDatabase) {
     use sqlx::Connection;
     let name = format!("zhiban_test_{}", uuid::Uuid::new_v4().simple());
-    let admin_url = "postgres://postgres@127.0.0.1:5432/postgres";
-    let mut admin = sqlx::PgConnection::connect(admin_url)
+    let mut admin = sqlx::PgConnection::connect(POSTGRES_ADMIN_URL)
         .await
         .expect("the local PostgreSQL on 127.0.0.1:5432");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create test database");
-    Settings {
+    let settings = Settings {
         database_url: Some(format!("postgres://postgres@127.0.0.1:5432/{name}")),
         ..test_settings(data_dir)
-    }
+    };
+    (settings, TestDatabase { name })
 }
 
 pub async fn spawn_app() -> TestApp {

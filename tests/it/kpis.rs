@@ -432,7 +432,7 @@ async fn kpis_count_exactly_what_the_caller_may_see() {
 #[tokio::test]
 async fn kpis_count_the_same_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = crate::helpers::postgres_settings(dir.path()).await;
+    let (settings, _database) = crate::helpers::postgres_settings(dir.path()).await;
     let app = crate::helpers::spawn_app_with(settings).await;
     scenario(&app).await;
 }

@@ -1,5 +1,13 @@
 //! The one integration test binary: the real server on port 0 with a fresh SQLite file per
 //! test, driven by raw protocol peers, the stock JavaScript automerge-repo client and samod.
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 mod alerts;
 mod auth;

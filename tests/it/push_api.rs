@@ -83,7 +83,8 @@ async fn the_vapid_public_key_is_a_p256_point_kept_across_restarts() {
 #[tokio::test]
 async fn the_vapid_public_key_is_a_p256_point_kept_across_restarts_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    vapid_key_kept_across_restarts(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    vapid_key_kept_across_restarts(settings).await;
 }
 
 async fn vapid_key_kept_across_restarts(settings: Settings) {
@@ -127,7 +128,8 @@ async fn a_browser_subscription_is_stored_once_per_endpoint() {
 #[tokio::test]
 async fn a_browser_subscription_is_stored_once_per_endpoint_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    stored_once_per_endpoint(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    stored_once_per_endpoint(settings).await;
 }
 
 async fn stored_once_per_endpoint(settings: Settings) {
@@ -251,7 +253,8 @@ async fn only_the_owner_removes_a_subscription() {
 #[tokio::test]
 async fn only_the_owner_removes_a_subscription_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    owner_removes(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    owner_removes(settings).await;
 }
 
 async fn owner_removes(settings: Settings) {
@@ -313,7 +316,8 @@ async fn revoked_devices_and_expired_subscriptions_are_not_used() {
 #[tokio::test]
 async fn revoked_devices_and_expired_subscriptions_are_not_used_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    revoked_and_expired_not_used(postgres_settings(dir.path()).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    revoked_and_expired_not_used(settings).await;
 }
 
 async fn revoked_and_expired_not_used(settings: Settings) {

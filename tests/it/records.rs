@@ -775,7 +775,7 @@ async fn handovers_are_signed_by_both_sides_and_pending_items_carry_over_until_c
 #[tokio::test]
 async fn records_queries_search_and_audit_work_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = crate::helpers::postgres_settings(dir.path()).await;
+    let (settings, _database) = crate::helpers::postgres_settings(dir.path()).await;
     let app = crate::helpers::spawn_app_with(settings).await;
     org(&app).await;
     let device_dir = tempfile::tempdir().unwrap();

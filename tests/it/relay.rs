@@ -55,7 +55,8 @@ async fn a_unit_member_finds_a_document_and_sees_edits_live() {
 #[tokio::test]
 async fn a_unit_member_finds_a_document_and_sees_edits_live_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    find_and_see_live_edits(spawn_app_with(postgres_settings(dir.path()).await).await).await;
+    let (settings, _database) = postgres_settings(dir.path()).await;
+    find_and_see_live_edits(spawn_app_with(settings).await).await;
 }
 
 async fn find_and_see_live_edits(app: crate::helpers::TestApp) {

@@ -281,7 +281,8 @@ impl DocumentActor {
         if self.meta.as_ref().is_some_and(|meta| meta.catalog) {
             self.reconcile_catalog().await;
         }
-        self.chunks_since_snapshot = stored.chunks.len().saturating_sub(1) as u32;
+        self.chunks_since_snapshot =
+            u32::try_from(stored.chunks.len().saturating_sub(1)).unwrap_or(u32::MAX);
     }
 
     async fn handle(&mut self, command: Command) {

@@ -7,6 +7,14 @@
 //! with `tokio::fs::write` and never calls fsync). Either way it prints
 //! `samod-relay listening on ADDR` on stdout, serves `ws://ADDR/sync` on 127.0.0.1 and runs
 //! until SIGINT or SIGTERM.
+// Test and measurement code: a failed expectation should panic, and casts of counts and
+// durations for printing are fine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 #[path = "../../support/samod_relay.rs"]
 mod samod_relay;

@@ -12,37 +12,30 @@ pub const ITEMS: &str = "entries";
 /// One call or message in the duty log (D6). Every field has a default so that a malformed
 /// entry keeps its place (entries are stored by position).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LogEntry {
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub received_at: Option<i64>,
-    #[serde(default)]
     pub caller_unit: Option<String>,
-    #[serde(default)]
     pub caller_name: Option<String>,
-    #[serde(default)]
     pub phone: Option<String>,
-    #[serde(default)]
     pub content: String,
-    #[serde(default)]
     pub handling: Option<String>,
-    #[serde(default)]
     pub handler: Option<String>,
     /// The incident this call belongs to ("one case, one file").
-    #[serde(default)]
     pub incident: Option<String>,
 }
 
 /// A shift's duty log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DutyLog {
     #[serde(default = "crate::schema_one")]
     pub schema: i64,
-    #[serde(default)]
     pub title: String,
     /// The shift's start.
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub shift_start: Option<i64>,
-    #[serde(default)]
     pub entries: Vec<LogEntry>,
 }
 

@@ -8,16 +8,14 @@ use crate::{Checked, time};
 /// A pending item of a handover: open until somebody closes it (D7).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
 pub struct PendingItem {
-    #[serde(default)]
     pub text: String,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub opened_at: Option<i64>,
-    #[serde(default)]
     pub opened_by: Option<String>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub closed_at: Option<i64>,
-    #[serde(default)]
     pub closed_by: Option<String>,
 }
 
@@ -30,30 +28,24 @@ pub struct Signature {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Signatures {
-    #[serde(default)]
     pub outgoing: Option<Signature>,
-    #[serde(default)]
     pub incoming: Option<Signature>,
 }
 
 /// A shift handover (D7).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Handover {
     #[serde(default = "crate::schema_one")]
     pub schema: i64,
-    #[serde(default)]
     pub title: String,
-    #[serde(default)]
     pub done: Vec<String>,
-    #[serde(default)]
     pub pending: Vec<PendingItem>,
-    #[serde(default)]
     pub equipment: Option<String>,
     /// The handover before this one, whose open items this one carries.
-    #[serde(default)]
     pub previous: Option<String>,
-    #[serde(default)]
     pub signatures: Signatures,
 }
 

@@ -97,29 +97,24 @@ impl ReportKind {
 /// default so that a malformed instruction keeps its place in the list: who wrote it is
 /// looked up by position.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Instruction {
-    #[serde(default)]
     pub by: Option<String>,
     /// The user the instruction is addressed to, who is alerted (D14, D23).
-    #[serde(default)]
     pub to: Option<String>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub at: Option<i64>,
-    #[serde(default)]
     pub text: String,
-    #[serde(default)]
     pub steps: Vec<Step>,
-    #[serde(default)]
     pub done: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Step {
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub at: Option<i64>,
-    #[serde(default)]
     pub by: Option<String>,
-    #[serde(default)]
     pub text: String,
 }
 
@@ -137,37 +132,26 @@ pub struct Attachment {
 
 /// An incident: one matter, one document, from the first report to the final one (D6).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Incident {
     #[serde(default = "crate::schema_one")]
     pub schema: i64,
-    #[serde(default)]
     pub title: String,
-    #[serde(default)]
     pub category: Option<String>,
-    #[serde(default)]
     pub level: Option<Level>,
-    #[serde(default)]
     pub grade: Option<Grade>,
-    #[serde(default)]
     pub status: Option<String>,
     /// When the event became known: the clock of D11 starts here.
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub known_at: Option<i64>,
-    #[serde(default)]
     pub location: Option<String>,
-    #[serde(default)]
     pub casualties: Option<String>,
-    #[serde(default)]
     pub measures: Option<String>,
-    #[serde(default)]
     pub reported_by: Option<String>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub reported_at: Option<i64>,
-    #[serde(default)]
     pub reports: Vec<Report>,
-    #[serde(default)]
     pub instructions: Vec<Instruction>,
-    #[serde(default)]
     pub attachments: Vec<Attachment>,
 }
 

@@ -7,7 +7,8 @@
 //! Records are read from the JSON view of an Automerge document ([`json::read`]), which
 //! treats plain strings and collaborative text alike, so records written by the JavaScript
 //! client check the same as ours. Reading is lenient ([`read::lenient`]): a field that does
-//! not fit is dropped and reported, never the whole record.
+//! not fit is dropped and reported, never the whole record. That is why the record types'
+//! fields all have defaults (`#[serde(default)]` on the struct).
 //!
 //! One module per record type; [`RecordKind`] is the registry, and every `match` on it is
 //! exhaustive, so a new type cannot be forgotten silently.

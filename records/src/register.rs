@@ -11,25 +11,22 @@ pub const ITEMS: &str = "entries";
 
 /// One incoming document or notice (D8).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RegisteredDocument {
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub received_at: Option<i64>,
-    #[serde(default)]
     pub from: String,
-    #[serde(default)]
     pub title: String,
-    #[serde(default)]
     pub routed_to: Option<String>,
-    #[serde(default)]
     pub done: bool,
 }
 
 /// The register of incoming documents (D8).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DocumentRegister {
     #[serde(default = "crate::schema_one")]
     pub schema: i64,
-    #[serde(default)]
     pub entries: Vec<RegisteredDocument>,
 }
 

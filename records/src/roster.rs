@@ -6,35 +6,29 @@ use serde::{Deserialize, Serialize};
 use crate::{Checked, time};
 
 /// Someone on a roster: who, and how to reach them (D5).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
 pub struct Person {
-    #[serde(default)]
     pub user_id: Option<String>,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub phone: Option<String>,
 }
 
 /// One shift of a roster (D2). Requests name shifts by position, so a malformed shift keeps
 /// its place.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Shift {
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub start: Option<i64>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub end: Option<i64>,
     /// `workday` or `holiday`.
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
     pub leader: Option<Person>,
-    #[serde(default)]
     pub officers: Vec<Person>,
-    #[serde(default)]
     pub backup_leader: Option<Person>,
-    #[serde(default)]
     pub backup_officers: Vec<Person>,
 }
 
@@ -42,45 +36,37 @@ pub struct Shift {
 /// with a named substitute. Who decided is looked up by position, so a malformed request
 /// keeps its place.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ShiftRequest {
     /// `swap` or `leave`.
-    #[serde(default)]
     pub kind: String,
     /// Index into the roster's shifts.
-    #[serde(default)]
     pub shift: Option<usize>,
-    #[serde(default)]
     pub requester: String,
-    #[serde(default)]
     pub substitute: Option<Person>,
-    #[serde(default)]
     pub reason: Option<String>,
     /// `pending`, `approved` or `rejected`.
     #[serde(default = "pending")]
     pub status: String,
-    #[serde(default)]
     pub decided_by: Option<String>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub decided_at: Option<i64>,
 }
 
 /// A unit's roster for a period (D2–D4).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Roster {
     #[serde(default = "crate::schema_one")]
     pub schema: i64,
-    #[serde(default)]
     pub title: String,
     /// A holiday roster must reach the superior office 3 days ahead (D3).
-    #[serde(default)]
     pub holiday: bool,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub due_at: Option<i64>,
-    #[serde(default, deserialize_with = "time::optional")]
+    #[serde(deserialize_with = "time::optional")]
     pub submitted_at: Option<i64>,
-    #[serde(default)]
     pub shifts: Vec<Shift>,
-    #[serde(default)]
     pub requests: Vec<ShiftRequest>,
 }
 

@@ -144,6 +144,28 @@ pub async fn begin_write(pool: &Pool) -> Result<Tx, sqlx::Error> {
     }
 }
 
+/// Runs `work` in a savepoint of the transaction `tx`. A deterministic failure rolls back
+/// only `work` and comes back as `Ok(Err(error))`, for the caller to record and go on; a
+/// transient one fails the whole transaction (`Err`), to be retried.
+pub async fn savepoint<T>(
+    tx: &mut sqlx::AnyConnection,
+    work: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> Result<T, sqlx::Error>,
+) -> Result<Result<T, sqlx::Error>, sqlx::Error> {
+    use sqlx::Connection;
+    let mut savepoint = tx.begin().await?;
+    match work(&mut savepoint).await {
+        Ok(value) => {
+            savepoint.commit().await?;
+            Ok(Ok(value))
+        }
+        Err(error) if is_transient(&error) => Err(error),
+        Err(error) => {
+            savepoint.rollback().await?;
+            Ok(Err(error))
+        }
+    }
+}
+
 /// Whether trying the same work again may succeed: a busy or unreachable database, a lost
 /// connection, a deadlock, a full disk. A deterministic failure (a constraint, a value the
 /// database refuses, a bug in a statement) would fail the same way for ever; callers must not

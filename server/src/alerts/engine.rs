@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use zhiban_api::{AlertKind, Resolution, Step};
 
 use super::{Alert, NewAlert, Raised, policy, targets};
-use crate::db::Sql;
+use crate::db::{Sql, savepoint};
 use crate::outbox::{self, OutboxPush};
 use crate::push::subscriptions_for_users;
 use crate::timeline;
@@ -358,5 +358,16 @@ pub async fn problem(
         due_at: None,
         responsible: None,
     };
-    raise(connection, alert, now).await
+    // Telling the admins must not become a second way to fail.
+    match savepoint(connection, async |savepoint| {
+        raise(savepoint, alert, now).await
+    })
+    .await?
+    {
+        Ok(raised) => Ok(raised),
+        Err(error) => {
+            tracing::error!(%error, key, "cannot alert the admins of a problem");
+            Ok(Raised::default())
+        }
+    }
 }

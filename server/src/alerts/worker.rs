@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use chrono::{FixedOffset, TimeZone, Timelike};
 use serde_json::json;
-use sqlx::{Acquire, Row};
+use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use zhiban_api::AlertKind;
 
 use super::engine::{self, raise, run_step};
 use super::{Alert, NewAlert, Raised, Wake, policy};
 use crate::clock::Clock;
-use crate::db::{Backend, Pool, begin_write, is_transient};
+use crate::db::{Backend, Pool, begin_write, savepoint};
 use crate::outbox::{self, Queue};
 
 /// Looks again at least this often even when nothing is due (new holidays, other nodes' rows).
@@ -133,22 +133,14 @@ impl Worker {
         .await?;
         let mut raised = Raised::default();
         for row in &rows {
-            let id: String = row.try_get("id")?;
-            let mut savepoint = tx.begin().await?;
-            let outcome = match Alert::from_row(row) {
-                Ok(mut alert) => run_step(&mut savepoint, &mut alert, now).await,
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(pushes) => {
-                    savepoint.commit().await?;
-                    raised.pushes.extend(pushes);
-                }
-                Err(error) if is_transient(&error) => return Err(error),
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    raised.add(step_failed(&mut tx, row, &id, &error, now).await?);
-                }
+            let step = savepoint(&mut tx, async |savepoint| {
+                let mut alert = Alert::from_row(row)?;
+                run_step(savepoint, &mut alert, now).await
+            })
+            .await?;
+            match step {
+                Ok(pushes) => raised.pushes.extend(pushes),
+                Err(error) => raised.add(step_failed(&mut tx, row, &error, now).await?),
             }
         }
         tx.commit().await?;
@@ -209,10 +201,11 @@ impl Worker {
 async fn step_failed(
     tx: &mut sqlx::AnyConnection,
     row: &sqlx::any::AnyRow,
-    id: &str,
     error: &sqlx::Error,
     now: i64,
 ) -> Result<Raised, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let id = id.as_str();
     tracing::error!(alert_id = %id, %error, "alert step failed; put off and reported");
     let unit_id: String = row.try_get("unit_id")?;
     let document_id: Option<String> = row.try_get("document_id")?;
@@ -234,10 +227,8 @@ async fn step_failed(
         },
     )
     .await?;
-    // Telling the admins must not become a second way to fail.
-    let mut savepoint = tx.begin().await?;
-    let reported = engine::problem(
-        &mut savepoint,
+    engine::problem(
+        tx,
         &format!("alert:{id}"),
         &unit_id,
         document_id
@@ -246,17 +237,5 @@ async fn step_failed(
         format!("An alert could not be sent and is retried every 10 minutes: {error}"),
         now,
     )
-    .await;
-    match reported {
-        Ok(raised) => {
-            savepoint.commit().await?;
-            Ok(raised)
-        }
-        Err(error) if is_transient(&error) => Err(error),
-        Err(error) => {
-            savepoint.rollback().await?;
-            tracing::error!(alert_id = %id, %error, "cannot report a failed alert step");
-            Ok(Raised::default())
-        }
-    }
+    .await
 }

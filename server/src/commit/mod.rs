@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use zhiban_protocol::DocumentId;
 
 use crate::alerts::{self, Raised};
-use crate::db::{Backend, Pool, begin_write, is_transient};
+use crate::db::{Backend, Pool, begin_write, savepoint};
 use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
 use crate::records::{self, Change, Projection, Source};
 use crate::{audit, outbox};
@@ -191,24 +191,30 @@ async fn derive(
     if projections.is_empty() {
         return Ok(flags);
     }
-    match in_savepoint(tx, backend, &projections, now).await {
+    match savepoint(tx, async |savepoint| {
+        derive_all(savepoint, backend, &projections, now).await
+    })
+    .await?
+    {
         Ok(all) => {
             raised.add(all);
             return Ok(flags);
         }
-        Err(error) if is_transient(&error) => return Err(error),
         Err(error) if projections.len() > 1 => {
             tracing::warn!(%error, records = projections.len(), "deriving rows failed; one record at a time");
         }
         Err(_) => {}
     }
     for (index, projection) in each.iter().enumerate() {
-        let Some(projection) = projection else {
+        let Some(projection) = *projection else {
             continue;
         };
-        match in_savepoint(tx, backend, &[projection], now).await {
+        match savepoint(tx, async |savepoint| {
+            derive_all(savepoint, backend, &[projection], now).await
+        })
+        .await?
+        {
             Ok(one) => raised.add(one),
-            Err(error) if is_transient(&error) => return Err(error),
             Err(error) => {
                 let reason: String = error.to_string().chars().take(500).collect();
                 raised.add(flag(tx, projection, &reason, now).await?);
@@ -219,31 +225,18 @@ async fn derive(
     Ok(flags)
 }
 
-async fn in_savepoint(
+/// Each record's rows, then what the rules make of them.
+async fn derive_all(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     projections: &[&Projection],
     now: i64,
 ) -> Result<Raised, sqlx::Error> {
-    use sqlx::Connection;
-    let mut savepoint = tx.begin().await?;
     let mut raised = Raised::default();
     for projection in projections {
-        let written = async {
-            records::write(&mut savepoint, backend, projection, now).await?;
-            alerts::rules::after_projection(&mut savepoint, projection, now).await
-        }
-        .await;
-        match written {
-            Ok(one) => raised.add(one),
-            Err(error) => {
-                // The savepoint's own failure (a broken connection) is the one to report.
-                savepoint.rollback().await?;
-                return Err(error);
-            }
-        }
+        records::write(tx, backend, projection, now).await?;
+        raised.add(alerts::rules::after_projection(tx, projection, now).await?);
     }
-    savepoint.commit().await?;
     Ok(raised)
 }
 
@@ -254,41 +247,30 @@ async fn flag(
     reason: &str,
     now: i64,
 ) -> Result<Raised, sqlx::Error> {
-    use sqlx::Connection;
     let common = &projection.common;
     let id = common.document_id.to_string();
     tracing::error!(document_id = %id, %reason, "record stored, but its rows or alerts could not be written; flagged");
-    let mut savepoint = tx.begin().await?;
+    let flagged = savepoint(tx, async |savepoint| {
+        records::status::flag(savepoint, common, reason, now).await
+    })
+    .await?;
+    if let Err(error) = flagged {
+        // The change is stored all the same; only the flag is missing.
+        tracing::error!(document_id = %id, %error, "cannot flag the record");
+    }
     let key = format!(
         "record:{id}:{}",
         hex::encode(&Sha256::digest(reason.as_bytes())[..8])
     );
-    let flagged = async {
-        records::status::flag(&mut savepoint, common, reason, now).await?;
-        alerts::engine::problem(
-            &mut savepoint,
-            &key,
-            &common.unit_id,
-            Some((&id, common.classified)),
-            format!("Record {id} is stored but could not be processed: {reason}"),
-            now,
-        )
-        .await
-    }
-    .await;
-    match flagged {
-        Ok(raised) => {
-            savepoint.commit().await?;
-            Ok(raised)
-        }
-        Err(error) if is_transient(&error) => Err(error),
-        Err(error) => {
-            // Even the flag cannot be written: the change is still stored; say so loudly.
-            savepoint.rollback().await?;
-            tracing::error!(document_id = %id, %error, "cannot flag the record");
-            Ok(Raised::default())
-        }
-    }
+    alerts::engine::problem(
+        tx,
+        &key,
+        &common.unit_id,
+        Some((&id, common.classified)),
+        format!("Record {id} is stored but could not be processed: {reason}"),
+        now,
+    )
+    .await
 }
 
 /// Rebuilds every record's rows from the stored documents (and settles or raises what the

@@ -43,15 +43,10 @@ impl Committer {
 
     /// Returns once `work` is committed, or with the error that prevented it.
     pub async fn commit(&self, work: Work) -> Result<Outcome, CommitError> {
-        let (done, outcome) = oneshot::channel();
-        self.jobs
-            .send(Job::Work {
-                work,
-                done: Some(done),
-            })
+        self.enqueue(work)
+            .await?
             .await
-            .map_err(|_| CommitError::Stopped)?;
-        outcome.await.map_err(|_| CommitError::Stopped)?
+            .map_err(|_| CommitError::Stopped)?
     }
 
     /// Queues `works` in this order (the writer groups them into as few transactions as it
@@ -60,21 +55,28 @@ impl Committer {
     pub async fn commit_all(&self, works: Vec<Work>) -> Result<Vec<Outcome>, CommitError> {
         let mut pending = Vec::with_capacity(works.len());
         for work in works {
-            let (done, outcome) = oneshot::channel();
-            self.jobs
-                .send(Job::Work {
-                    work,
-                    done: Some(done),
-                })
-                .await
-                .map_err(|_| CommitError::Stopped)?;
-            pending.push(outcome);
+            pending.push(self.enqueue(work).await?);
         }
         let mut outcomes = Vec::with_capacity(pending.len());
         for outcome in pending {
             outcomes.push(outcome.await.map_err(|_| CommitError::Stopped)??);
         }
         Ok(outcomes)
+    }
+
+    async fn enqueue(
+        &self,
+        work: Work,
+    ) -> Result<oneshot::Receiver<Result<Outcome, CommitError>>, CommitError> {
+        let (done, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Work {
+                work,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        Ok(outcome)
     }
 
     /// For work whose loss costs only efficiency or one audit row (sync states, refusals):

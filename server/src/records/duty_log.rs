@@ -10,7 +10,7 @@ use sqlx::Row;
 use zhiban_api::LogEntryView;
 use zhiban_records::duty_log::Entry;
 
-use super::items::Items;
+use super::items::{self, Items};
 use super::{Common, document_id, from_json, to_json};
 use crate::AppState;
 use crate::access::{Identity, Visibility};
@@ -22,33 +22,32 @@ pub struct Rows {
     pub entries: Items<Entry>,
 }
 
-/// Rows per multi-row statement: a long log read whole writes in a few statements.
-const ROWS_PER_STATEMENT: usize = 200;
-
 pub async fn write(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
     common: &Common,
     rows: &Rows,
 ) -> Result<(), sqlx::Error> {
-    let id = common.document_id.to_string();
-    for chunk in rows.entries.changed.chunks(ROWS_PER_STATEMENT) {
-        let mut upsert = Sql::for_backend(
-            "INSERT INTO log_entries (document_id, position, unit_id, classified, \
-             received_at, caller_unit, caller_name, phone, content, handling, handler, \
-             incident, problems) VALUES ",
-            backend.is_sqlite(),
-        );
-        for (index, (position, entry)) in chunk.iter().enumerate() {
-            if index > 0 {
-                upsert.push(", ");
-            }
+    let columns = [
+        "received_at",
+        "caller_unit",
+        "caller_name",
+        "phone",
+        "content",
+        "handling",
+        "handler",
+        "incident",
+        "problems",
+    ];
+    items::write(
+        tx,
+        backend,
+        common,
+        ("log_entries", &columns),
+        &rows.entries,
+        |entry| {
             let item = &entry.entry;
-            upsert.bind_list([
-                Arg::from(id.clone()),
-                Arg::from(i64::try_from(*position).unwrap_or(i64::MAX)),
-                Arg::from(common.unit_id.clone()),
-                Arg::from(i64::from(common.classified)),
+            vec![
                 Arg::from(item.received_at),
                 Arg::from(item.caller_unit.clone()),
                 Arg::from(item.caller_name.clone()),
@@ -58,29 +57,10 @@ pub async fn write(
                 Arg::from(item.handler.clone()),
                 Arg::from(item.incident.clone()),
                 Arg::from(to_json(&entry.errors)),
-            ]);
-        }
-        upsert.push(
-            " ON CONFLICT (document_id, position) DO UPDATE SET \
-             unit_id = excluded.unit_id, classified = excluded.classified, \
-             received_at = excluded.received_at, caller_unit = excluded.caller_unit, \
-             caller_name = excluded.caller_name, phone = excluded.phone, \
-             content = excluded.content, handling = excluded.handling, \
-             handler = excluded.handler, incident = excluded.incident, \
-             problems = excluded.problems",
-        );
-        upsert.query().execute(&mut *tx).await?;
-    }
-    if let Some(len) = rows.entries.truncate_at
-        && !common.fresh
-    {
-        sqlx::query("DELETE FROM log_entries WHERE document_id = $1 AND position >= $2")
-            .bind(&id)
-            .bind(i64::try_from(len).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
+            ]
+        },
+    )
+    .await
 }
 
 pub async fn clear(tx: &mut sqlx::AnyConnection, id: &str) -> Result<(), sqlx::Error> {

@@ -10,7 +10,8 @@ use serde_json::Value;
 use sqlx::Row;
 use zhiban_records::{json, read};
 
-use super::Change;
+use super::{Change, Common};
+use crate::db::{Arg, Backend, Sql};
 
 /// What a change did to a long record.
 #[derive(Debug, Clone, Default)]
@@ -149,6 +150,67 @@ pub fn read<T>(
         items.changed.push((position, read_item(position, view)));
     }
     (items, texts)
+}
+
+/// Rows per multi-row statement: a long record read whole writes in a few statements.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Writes a long record's items to `table`, keyed by (document, position): upserts the rows
+/// of the items read again, `values` giving each one's `columns`, and removes the rows past
+/// the list's end when it was reshaped.
+pub async fn write<T>(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    common: &Common,
+    (table, columns): (&'static str, &[&'static str]),
+    items: &Items<T>,
+    values: impl Fn(&T) -> Vec<Arg>,
+) -> Result<(), sqlx::Error> {
+    let id = common.document_id.to_string();
+    for chunk in items.changed.chunks(ROWS_PER_STATEMENT) {
+        let mut upsert = Sql::for_backend(
+            &format!(
+                "INSERT INTO {table} (document_id, position, unit_id, classified, {}) VALUES ",
+                columns.join(", ")
+            ),
+            backend.is_sqlite(),
+        );
+        for (index, (position, item)) in chunk.iter().enumerate() {
+            if index > 0 {
+                upsert.push(", ");
+            }
+            let mut row = vec![
+                Arg::from(id.clone()),
+                Arg::from(i64::try_from(*position).unwrap_or(i64::MAX)),
+                Arg::from(common.unit_id.clone()),
+                Arg::from(i64::from(common.classified)),
+            ];
+            row.extend(values(item));
+            upsert.bind_list(row);
+        }
+        let updates: Vec<String> = ["unit_id", "classified"]
+            .iter()
+            .chain(columns)
+            .map(|column| format!("{column} = excluded.{column}"))
+            .collect();
+        upsert.push(&format!(
+            " ON CONFLICT (document_id, position) DO UPDATE SET {}",
+            updates.join(", ")
+        ));
+        upsert.query().execute(&mut *tx).await?;
+    }
+    if let Some(len) = items.truncate_at
+        && !common.fresh
+    {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE document_id = $1 AND position >= $2"
+        )))
+        .bind(&id)
+        .bind(i64::try_from(len).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Positions of `table` rows of one document whose `problems` are not empty.

@@ -134,8 +134,22 @@ async fn run() -> anyhow::Result<()> {
         .bind(i as i64)
         .execute(&mut *tx)
         .await?;
+        // What the projection writes for a record whose text is one part: its status row
+        // (the hits' titles) and the part the FTS5 row is keyed by.
+        sqlx::query(
+            "INSERT INTO records (document_id, kind, unit_id, classified, title, problems, \
+             warnings, updated_at) VALUES ($1, 'incident', $2, $3, $4, '[]', '[]', $5)",
+        )
+        .bind(&id)
+        .bind(unit)
+        .bind(i64::from(i % 20 == 0))
+        .bind(body.lines().next().unwrap_or_default())
+        .bind(i as i64)
+        .execute(&mut *tx)
+        .await?;
         let rowid: i64 = sqlx::query_scalar(
-            "INSERT INTO search_documents (document_id) VALUES ($1) RETURNING id",
+            "INSERT INTO search_parts (document_id, list, position) VALUES ($1, '', 0) \
+             RETURNING id",
         )
         .bind(&id)
         .fetch_one(&mut *tx)

@@ -4,7 +4,7 @@
 //! are ignored and noted on the timeline. Nobody on the roster falls back to the unit's
 //! leaders (or officers), because an alert must reach someone; that is noted too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use sqlx::Row;
@@ -41,55 +41,53 @@ pub async fn resolve(
     targets: &[Target],
     now: i64,
 ) -> Result<Reached, sqlx::Error> {
-    let offices = units_above(&mut *connection, &alert.unit_id).await?;
     let mut reached = Reached::default();
     for target in targets {
-        let (candidates, fallback) = match target {
+        // Users found by their unit and role are the unit's by construction; names from a
+        // roster or a policy are checked.
+        let (candidates, named, fallback) = match target {
             Target::LeaderOnDuty => (
                 on_duty_users(connection, &alert.unit_id, now).await?.0,
+                true,
                 Some((alert.unit_id.clone(), Role::Leader, "unit leaders")),
             ),
             Target::OfficersOnDuty => (
                 on_duty_users(connection, &alert.unit_id, now).await?.1,
+                true,
                 Some((alert.unit_id.clone(), Role::Officer, "unit officers")),
             ),
             Target::UnitLeaders => (
                 users_with_roles(connection, &alert.unit_id, &[Role::Leader]).await?,
+                false,
                 None,
             ),
-            Target::SuperiorOnDuty => match offices.get(1) {
+            Target::SuperiorOnDuty => match superior(connection, &alert.unit_id).await? {
                 Some(parent) => {
-                    let (leaders, officers) = on_duty_users(connection, parent, now).await?;
+                    let (leaders, officers) = on_duty_users(connection, &parent, now).await?;
                     (
                         leaders.into_iter().chain(officers).collect(),
-                        Some((parent.clone(), Role::Leader, "its leaders")),
+                        true,
+                        Some((parent, Role::Leader, "its leaders")),
                     )
                 }
-                None => (Vec::new(), None),
+                None => (Vec::new(), false, None),
             },
             Target::UnitAdmins => {
                 // The nearest office that has admins.
                 let mut admins = Vec::new();
-                for office in &offices {
-                    admins = users_with_roles(connection, office, &[Role::Admin]).await?;
+                for office in units_above(&mut *connection, &alert.unit_id).await? {
+                    admins = users_with_roles(connection, &office, &[Role::Admin]).await?;
                     if !admins.is_empty() {
                         break;
                     }
                 }
-                (admins, None)
+                (admins, false, None)
             }
-            Target::User(user) => (vec![user.0.clone()], None),
+            Target::User(user) => (vec![user.0.clone()], true, None),
             // Replaced by the reporter when the alert was raised.
-            Target::Responsible => (Vec::new(), None),
+            Target::Responsible => (Vec::new(), false, None),
         };
-        let mut found = valid(
-            connection,
-            alert,
-            &offices,
-            candidates,
-            &mut reached.ignored,
-        )
-        .await?;
+        let mut found = valid(connection, alert, candidates, named, &mut reached.ignored).await?;
         if found.is_empty()
             && let Some((unit, role, instead)) = fallback
         {
@@ -97,7 +95,7 @@ pub async fn resolve(
                 .fallbacks
                 .push(format!("{target}: nobody on the roster; {instead}"));
             let users = users_with_roles(connection, &unit, &[role]).await?;
-            found = valid(connection, alert, &offices, users, &mut reached.ignored).await?;
+            found = valid(connection, alert, users, false, &mut reached.ignored).await?;
         }
         for user in found {
             if !reached.users.contains(&user) {
@@ -108,15 +106,32 @@ pub async fn resolve(
     Ok(reached)
 }
 
-/// The candidates who are users of one of `offices` (cleared ones, for a classified alert).
+async fn superior(
+    connection: &mut sqlx::AnyConnection,
+    unit_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar("SELECT parent_id FROM units WHERE id = $1")
+            .bind(unit_id)
+            .fetch_optional(connection)
+            .await?
+            .flatten(),
+    )
+}
+
+/// The candidates who may be paged: for `named` ones (from a document or a policy), users of
+/// the alert's unit or an office above it; for a classified alert, cleared users only.
 async fn valid(
     connection: &mut sqlx::AnyConnection,
     alert: &Alert,
-    offices: &[String],
     mut candidates: Vec<String>,
+    named: bool,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Vec<String>, sqlx::Error> {
     candidates.dedup();
+    if candidates.is_empty() || !(named || alert.classified) {
+        return Ok(candidates);
+    }
     let (plausible, implausible): (Vec<String>, Vec<String>) = candidates
         .into_iter()
         .partition(|id| !id.is_empty() && id.len() <= MAX_USER_ID);
@@ -127,9 +142,20 @@ async fn valid(
     if plausible.is_empty() {
         return Ok(Vec::new());
     }
-    let mut select = Sql::new("SELECT id, unit_id, cleared FROM users WHERE id IN ");
-    select.bind_list(plausible.iter().map(|id| Arg::from(id.as_str())));
-    let known: HashMap<String, (String, bool)> = select
+    let mut select = Sql::new(
+        "WITH RECURSIVE above(id, parent_id, depth) AS ( \
+             SELECT id, parent_id, 0 FROM units WHERE id = ",
+    );
+    select
+        .bind(alert.unit_id.clone())
+        .push(
+            " UNION SELECT u.id, u.parent_id, a.depth + 1 FROM units u \
+             JOIN above a ON u.id = a.parent_id WHERE a.depth < 64) \
+             SELECT id, cleared, CAST(CASE WHEN unit_id IN (SELECT id FROM above) \
+             THEN 1 ELSE 0 END AS BIGINT) AS ours FROM users WHERE id IN ",
+        )
+        .bind_list(plausible.iter().map(|id| Arg::from(id.as_str())));
+    let known: HashMap<String, (bool, bool)> = select
         .query()
         .fetch_all(&mut *connection)
         .await?
@@ -138,20 +164,17 @@ async fn valid(
             Ok((
                 row.try_get("id")?,
                 (
-                    row.try_get("unit_id")?,
+                    row.try_get::<i64, _>("ours")? != 0,
                     row.try_get::<i64, _>("cleared")? != 0,
                 ),
             ))
         })
         .collect::<Result<_, sqlx::Error>>()?;
-    let offices: HashSet<&str> = offices.iter().map(String::as_str).collect();
     let mut kept = Vec::with_capacity(plausible.len());
     for id in plausible {
         let reason = match known.get(&id) {
             None => Some("no such user"),
-            Some((unit, _)) if !offices.contains(unit.as_str()) => {
-                Some("not of this unit or an office above it")
-            }
+            Some((false, _)) => Some("not of this unit or an office above it"),
             Some((_, false)) if alert.classified => Some("not cleared for classified items"),
             Some(_) => None,
         };

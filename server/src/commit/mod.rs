@@ -6,10 +6,10 @@
 //! rows. Nothing is acknowledged to a device before its commit.
 //!
 //! What is derived from a change never holds the change hostage: a transient failure (busy,
-//! I/O, a lost connection) fails the commit and the actor retries with backoff, but a
-//! deterministic failure of the rows or rules of one record (a constraint, a value the
-//! database refuses) is rolled back to a savepoint, the record is flagged, the unit's admins
-//! are alerted, and the change itself is stored and acknowledged.
+//! I/O, a lost connection) fails the commit and the actor retries with backoff, but after a
+//! deterministic one (a constraint, a value the database refuses) the batch is replayed with
+//! each record's rows and rules in a savepoint: the failing record's are rolled back alone,
+//! it is flagged, its unit's admins are alerted, and its change is stored and acknowledged.
 
 mod writer;
 
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use zhiban_protocol::DocumentId;
 
 use crate::alerts::{self, Raised};
-use crate::db::{Backend, Pool, begin_write, savepoint};
+use crate::db::{Backend, Pool, begin_write, is_transient, savepoint};
 use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
 use crate::records::{self, Change, Projection, Source};
 use crate::{audit, outbox};
@@ -96,11 +96,30 @@ impl Handoff {
 }
 
 /// Applies `works` in one transaction; per work, its outcome, and what the rules raised.
+/// Records' rows and rules are written straight into the transaction: savepoints cost two
+/// statements a commit and are needed only once something failed, so a deterministic
+/// failure replays the batch with each record's rows and rules in a savepoint of their own.
 async fn apply(
     pool: &Pool,
     backend: Backend,
     works: &[&Work],
     now: i64,
+) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
+    match apply_once(pool, backend, works, now, false).await {
+        Err(error) if !is_transient(&error) => {
+            tracing::warn!(%error, "commit failed; again with each record's rows contained");
+            apply_once(pool, backend, works, now, true).await
+        }
+        done => done,
+    }
+}
+
+async fn apply_once(
+    pool: &Pool,
+    backend: Backend,
+    works: &[&Work],
+    now: i64,
+    contained: bool,
 ) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
     let mut tx = begin_write(pool).await?;
     let documents: Vec<&DocumentWork> = works
@@ -144,7 +163,13 @@ async fn apply(
         })
         .collect();
     let mut raised = Raised::default();
-    let flags = derive(&mut tx, backend, &projections, now, &mut raised).await?;
+    let flags = if contained {
+        derive(&mut tx, backend, &projections, now, &mut raised).await?
+    } else {
+        let all: Vec<&Projection> = projections.iter().flatten().copied().collect();
+        raised.add(derive_all(&mut tx, backend, &all, now).await?);
+        vec![None; projections.len()]
+    };
     let entries: Vec<audit::Entry> = works
         .iter()
         .flat_map(|work| match work {
@@ -176,9 +201,8 @@ pub async fn write_now(
     Ok(outcomes)
 }
 
-/// Writes the records' rows and runs the rules, all in one savepoint; if that fails for good,
-/// again record by record so that only the failing ones are flagged. Per document, why it
-/// was flagged, if it was.
+/// Writes each record's rows and runs the rules in a savepoint of its own, so that only the
+/// records that fail for good are rolled back and flagged. Per work, why it was flagged.
 async fn derive(
     tx: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -186,25 +210,7 @@ async fn derive(
     now: i64,
     raised: &mut Raised,
 ) -> Result<Vec<Option<String>>, sqlx::Error> {
-    let projections: Vec<&Projection> = each.iter().flatten().copied().collect();
     let mut flags = vec![None; each.len()];
-    if projections.is_empty() {
-        return Ok(flags);
-    }
-    match savepoint(tx, async |savepoint| {
-        derive_all(savepoint, backend, &projections, now).await
-    })
-    .await?
-    {
-        Ok(all) => {
-            raised.add(all);
-            return Ok(flags);
-        }
-        Err(error) if projections.len() > 1 => {
-            tracing::warn!(%error, records = projections.len(), "deriving rows failed; one record at a time");
-        }
-        Err(_) => {}
-    }
     for (index, projection) in each.iter().enumerate() {
         let Some(projection) = *projection else {
             continue;

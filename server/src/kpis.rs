@@ -259,9 +259,11 @@ impl RollCallOutcome {
         now: i64,
     ) -> Option<RollCallOutcome> {
         match (status, answered_at) {
-            ("answered", Some(at)) if at - called_at <= window_ms => Some(Self::InTime),
+            ("answered", Some(at)) if at.saturating_sub(called_at) <= window_ms => {
+                Some(Self::InTime)
+            }
             ("answered", _) => Some(Self::Late),
-            ("open", _) if now <= called_at + window_ms => None,
+            ("open", _) if now <= called_at.saturating_add(window_ms) => None,
             _ => Some(Self::Missed),
         }
     }
@@ -290,12 +292,14 @@ async fn incidents(scope: &Scope<'_>) -> Result<(Reporting, FollowUps), sqlx::Er
         match first_report_at {
             Some(first) => {
                 reporting.incidents += 1;
-                if first - known_at <= FIRST_REPORT_WITHIN_MS {
+                if first.saturating_sub(known_at) <= FIRST_REPORT_WITHIN_MS {
                     reporting.first_report_on_time += 1;
                 }
             }
             // No first report yet: late once the deadline has passed, undecided before.
-            None if scope.now > known_at + FIRST_REPORT_WITHIN_MS => reporting.incidents += 1,
+            None if scope.now > known_at.saturating_add(FIRST_REPORT_WITHIN_MS) => {
+                reporting.incidents += 1
+            }
             None => {}
         }
         let made: Vec<i64> =
@@ -339,7 +343,7 @@ async fn acknowledgement(scope: &Scope<'_>) -> Result<Acknowledgement, sqlx::Err
     for row in &rows {
         let created_at: i64 = row.try_get("created_at")?;
         if let Some(acknowledged_at) = row.try_get::<Option<i64>, _>("acknowledged_at")? {
-            waits.push((acknowledged_at - created_at).max(0));
+            waits.push(acknowledged_at.saturating_sub(created_at).max(0));
         }
     }
     waits.sort_unstable();

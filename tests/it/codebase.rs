@@ -258,6 +258,34 @@ async fn every_route_is_in_the_openapi_description() {
         }
     }
     assert!(missing.is_empty(), "not in /api/openapi.json: {missing:?}");
+    // And the other way: every route described is served (a module whose routes were never
+    // merged into the router would answer "no such route").
+    let mut unserved = Vec::new();
+    for (route, methods) in openapi["paths"].as_object().unwrap() {
+        let path = route
+            .split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in methods.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app
+                .http
+                .request(method.clone(), app.url(&path))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status == 404 && body.contains("no such route") || status == 405 {
+                unserved.push(format!("{method} {route}: {status}"));
+            }
+        }
+    }
+    assert!(
+        unserved.is_empty(),
+        "described but not served: {unserved:?}"
+    );
     // And the description names the shared types, not anonymous objects.
     for schema in [
         "IncidentView",

@@ -408,3 +408,62 @@ async fn a_time_far_outside_the_calendar_is_flagged_and_never_used_for_a_deadlin
     app.login("anna", "phone").await;
     assert!(app.healthy().await);
 }
+
+/// An API action and its audit row commit together or not at all: when the audit row cannot
+/// be written, the acknowledgement does not happen either, and the alert goes on.
+#[tokio::test]
+async fn an_action_whose_audit_row_fails_does_not_happen() {
+    let mut scene = Scene::new().await;
+    let leader = scene.subscribe("cleared", "leader").await;
+    let (officer, sync) = scene.device("alice").await;
+    let incident = officer
+        .urgent_report("accident", "甲镇", "追尾")
+        .await
+        .unwrap();
+    officer.wait_received(&incident, WAIT).await.unwrap();
+    let alert = scene.next().await.json()["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sql(
+        &scene,
+        "CREATE TRIGGER no_ack_audit BEFORE INSERT ON audit_log \
+         WHEN NEW.action = 'alert.acknowledge' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .await;
+    let (status, _) = scene
+        .post(
+            &leader.access_token,
+            &format!("/api/alerts/{alert}/ack"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 500);
+    let view = get(
+        scene.app(),
+        &leader.access_token,
+        &format!("/api/alerts/{alert}"),
+    )
+    .await;
+    assert_eq!(view["acknowledged_at"], Value::Null, "{view}");
+    scene.clock.advance(3 * MINUTE);
+    assert_eq!(scene.next().await.json()["repeat"], 1, "the alert goes on");
+
+    sql(&scene, "DROP TRIGGER no_ack_audit").await;
+    let (status, body) = scene
+        .post(
+            &leader.access_token,
+            &format!("/api/alerts/{alert}/ack"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'alert.acknowledge'")
+            .fetch_one(&scene.app().pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+    sync.stop().await;
+}

@@ -362,7 +362,7 @@ pub(crate) async fn call(
         Json(RollcallCalled {
             id: id.into(),
             alert_id: alert_id.into(),
-            due_at: now + window_ms,
+            due_at: now.saturating_add(window_ms),
         }),
     ))
 }

@@ -76,6 +76,21 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
+impl Status {
+    /// The title and what the checks found, taken from `checked`.
+    fn of(checked: &mut zhiban_records::Checked) -> Status {
+        Status {
+            title: checked
+                .record
+                .as_ref()
+                .map(|record| record.title().to_owned())
+                .unwrap_or_default(),
+            problems: std::mem::take(&mut checked.errors),
+            warnings: std::mem::take(&mut checked.warnings),
+        }
+    }
+}
+
 /// The rows one change of one record contributes.
 #[derive(Debug, Clone)]
 pub struct Projection {
@@ -130,19 +145,11 @@ pub fn project(source: &Source<'_>, change: Change<'_>, fresh: bool) -> Option<P
     };
     let (status, rows, search) = match kind.items() {
         None => {
-            let (checked, text) = read_whole(source.doc, kind);
+            let (mut checked, text) = read_whole(source.doc, kind);
             if !checked.is_valid() {
                 tracing::warn!(document_id = %source.document_id, problems = ?checked.errors, "record stored but flagged");
             }
-            let status = Status {
-                title: checked
-                    .record
-                    .as_ref()
-                    .map(|record| record.title().to_owned())
-                    .unwrap_or_default(),
-                problems: checked.errors,
-                warnings: checked.warnings,
-            };
+            let status = Status::of(&mut checked);
             use zhiban_records::Record;
             let rows = match checked.record {
                 Some(Record::Incident(incident)) => {
@@ -226,18 +233,8 @@ fn read_header(doc: &Automerge, kind: RecordKind, list: &str) -> (Status, String
     let mut view = json::read_except(doc, &automerge::ROOT, &[list]);
     zhiban_records::read::clean(&mut view);
     let text = zhiban_records::read::search_text(&view, &[]);
-    let title = view
-        .get("title")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let checked = zhiban_records::read_record(kind, view);
-    let status = Status {
-        title,
-        problems: checked.errors,
-        warnings: checked.warnings,
-    };
-    (status, text)
+    let mut checked = zhiban_records::read_record(kind, view);
+    (Status::of(&mut checked), text)
 }
 
 /// Writes a projection's rows (inside the commit's transaction).

@@ -819,6 +819,8 @@ pub struct UnsubscribeRequest {
 pub struct SyncStats {
     pub connections: usize,
     pub documents_loaded: usize,
+    /// Document actors that panicked since the server started (each reloaded on next use).
+    pub documents_failed: u64,
 }
 
 #[cfg(test)]

@@ -138,6 +138,15 @@ pub async fn load_sync_state(
         .await
 }
 
+/// How many documents `user_id` created since `since`.
+pub async fn created_since(pool: &Pool, user_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE created_by = $1 AND created_at >= $2")
+        .bind(user_id)
+        .bind(since)
+        .fetch_one(pool)
+        .await
+}
+
 /// The user an actor is bound to, if any.
 pub async fn actor_owner(pool: &Pool, actor_id: &str) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT user_id FROM actors WHERE actor_id = $1")

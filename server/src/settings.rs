@@ -25,6 +25,8 @@ pub struct Settings {
     pub refresh_token_ttl_secs: u64,
     /// Largest websocket frame accepted on `/sync`; larger frames close the socket.
     pub max_frame_bytes: usize,
+    /// What one account may make the server do (every account is assumed hostile).
+    pub limits: Limits,
     /// Largest JSON body accepted on `/api`.
     pub max_api_body_bytes: usize,
     /// A document nobody is subscribed to is dropped from memory after this long.
@@ -46,6 +48,81 @@ pub struct Settings {
     pub clock: crate::clock::Clock,
 }
 
+/// Limits on what any logged-in device (or anyone, for logins) may make the server do, each
+/// refused with a clear message when reached. In a file: a `[limits]` table; in the
+/// environment: `ZHIBAN_LIMITS__<NAME>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes of changes in one sync message, once inflated.
+    pub max_message_bytes: usize,
+    /// Operations in one sync message.
+    pub max_message_ops: u64,
+    /// Hashes (heads, needs, last syncs) in one sync message.
+    pub max_message_hashes: usize,
+    /// Change chunks in one sync message.
+    pub max_message_chunks: usize,
+    /// Bytes a document may take in storage; changes beyond are refused.
+    pub max_document_bytes: u64,
+    /// How deep objects may nest in a document (maps in lists in maps…).
+    pub max_depth: usize,
+    /// Bytes of one ephemeral message (presence, cursors); larger ones are refused.
+    pub max_ephemeral_bytes: usize,
+    /// Ephemeral messages one connection may send per minute.
+    pub ephemeral_per_minute: u32,
+    /// Bytes queued for a peer before it counts as not reading and is disconnected.
+    pub max_outbox_bytes: usize,
+    /// Seconds a socket write may wait on a peer that does not read.
+    pub send_timeout_secs: u64,
+    /// Documents the server has never stored that one connection may offer.
+    pub max_unknown_offers: usize,
+    /// Documents one user may create per hour.
+    pub max_new_documents_per_hour: i64,
+    /// Open `/sync` connections per device, and per user.
+    pub max_connections_per_device: usize,
+    pub max_connections_per_user: usize,
+    /// Open HTTP connections in all.
+    pub max_http_connections: usize,
+    /// Seconds a client may take to send a request's headers, and the whole request.
+    pub http_header_timeout_secs: u64,
+    pub http_request_timeout_secs: u64,
+    /// Password checks (Argon2, about 19 MiB each) running at once; beyond, logins get 429.
+    pub concurrent_password_checks: usize,
+    /// Failed logins for one username, and from one address, before a lockout…
+    pub failed_logins_per_username: u32,
+    pub failed_logins_per_address: u32,
+    /// …which lasts this long, doubling with each further failure up to 15 minutes.
+    pub lockout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_message_ops: 200_000,
+            max_message_hashes: 4096,
+            max_message_chunks: 4096,
+            max_document_bytes: 32 * 1024 * 1024,
+            max_depth: 64,
+            max_ephemeral_bytes: 16 * 1024,
+            ephemeral_per_minute: 600,
+            max_outbox_bytes: 8 * 1024 * 1024,
+            send_timeout_secs: 10,
+            max_unknown_offers: 1000,
+            max_new_documents_per_hour: 1000,
+            max_connections_per_device: 4,
+            max_connections_per_user: 16,
+            max_http_connections: 20_000,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 30,
+            concurrent_password_checks: 8,
+            failed_logins_per_username: 5,
+            failed_logins_per_address: 50,
+            lockout_secs: 30,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -55,7 +132,8 @@ impl Default for Settings {
             jwt_secret: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
-            max_frame_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: 2 * 1024 * 1024,
+            limits: Limits::default(),
             max_api_body_bytes: 256 * 1024,
             document_idle_secs: 60,
             snapshot_after_chunks: 512,
@@ -82,6 +160,7 @@ impl fmt::Debug for Settings {
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("limits", &self.limits)
             .field("max_api_body_bytes", &self.max_api_body_bytes)
             .field("document_idle_secs", &self.document_idle_secs)
             .field("snapshot_after_chunks", &self.snapshot_after_chunks)
@@ -104,7 +183,11 @@ impl Settings {
         }
         figment
             // The command line's own variables are not settings.
-            .merge(Env::prefixed("ZHIBAN_").ignore(&["config", "new_password"]))
+            .merge(
+                Env::prefixed("ZHIBAN_")
+                    .ignore(&["config", "new_password"])
+                    .split("__"),
+            )
             .extract()
             .map_err(Box::new)
     }

@@ -5,7 +5,11 @@
 //! database so a reconnecting device does not start over.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
@@ -15,7 +19,8 @@ use tokio::sync::mpsc;
 use zhiban_protocol::{DocumentId, Message};
 use zhiban_records::RecordKind;
 
-use super::peer::Peer;
+use super::peer::{CloseReason, Peer};
+use super::validate;
 use crate::commit::{DocumentWork, Work, retry_delay};
 use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
 use crate::records::{self, Change, Source};
@@ -57,6 +62,8 @@ const MAX_COMMANDS_PER_ROUND: usize = 512;
 pub struct Documents {
     actors: Mutex<HashMap<DocumentId, (u64, mpsc::Sender<Command>)>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// Document actors that panicked since start (each reloaded on next use).
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 impl Documents {
@@ -120,6 +127,17 @@ impl Documents {
         }
     }
 
+    /// Removes a failed actor's entry, so that the next command loads the document afresh.
+    fn forget(&self, document_id: &DocumentId, generation: u64) {
+        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
+        if actors
+            .get(document_id)
+            .is_some_and(|(current, _)| *current == generation)
+        {
+            actors.remove(document_id);
+        }
+    }
+
     pub fn loaded(&self) -> usize {
         self.actors.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -168,6 +186,8 @@ struct DocumentActor {
     /// Whether `meta` is in the `documents` table yet.
     registered: bool,
     committed_heads: Vec<ChangeHash>,
+    /// Bytes the document takes in storage (its chunks), against `max_document_bytes`.
+    stored_bytes: u64,
     next_seq: i64,
     chunks_since_snapshot: u32,
     subscribers: HashMap<u64, Subscriber>,
@@ -198,6 +218,7 @@ impl DocumentActor {
             meta: None,
             registered: false,
             committed_heads: Vec::new(),
+            stored_bytes: 0,
             next_seq: 0,
             chunks_since_snapshot: 0,
             subscribers: HashMap::new(),
@@ -212,7 +233,11 @@ impl DocumentActor {
 
     #[tracing::instrument(name = "document", skip_all, fields(document_id = %self.document_id))]
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        self.load().await;
+        // A panic on one document's input costs that document, never the process: it is
+        // caught here, its peers are disconnected, and it reloads from storage on next use.
+        if let Err(panic) = AssertUnwindSafe(self.load()).catch_unwind().await {
+            return self.failed(panic.as_ref());
+        }
         let idle = self.state.settings.document_idle();
         loop {
             let command = tokio::select! {
@@ -229,14 +254,21 @@ impl DocumentActor {
                 }
             };
             let Some(command) = command else { break };
-            self.handle(command).await;
-            for _ in 1..MAX_COMMANDS_PER_ROUND {
-                match commands.try_recv() {
-                    Ok(command) => self.handle(command).await,
-                    Err(_) => break,
+            let round = AssertUnwindSafe(async {
+                self.handle(command).await;
+                for _ in 1..MAX_COMMANDS_PER_ROUND {
+                    match commands.try_recv() {
+                        Ok(command) => self.handle(command).await,
+                        Err(_) => break,
+                    }
                 }
+                self.commit_and_reply().await;
+            })
+            .catch_unwind()
+            .await;
+            if let Err(panic) = round {
+                return self.failed(panic.as_ref());
             }
-            self.commit_and_reply().await;
             // A request for a document that does not exist (or was refused) should not keep
             // an actor alive: probing random ids must not cost memory.
             if self.meta.is_none()
@@ -253,6 +285,36 @@ impl DocumentActor {
         tracing::debug!("document unloaded");
     }
 
+    /// After a panic: the peers are told and disconnected (their devices reconnect and
+    /// resubscribe), the actor leaves the registry, and nothing of its memory is trusted.
+    fn failed(&mut self, panic: &(dyn std::any::Any + Send)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let failures = self
+            .state
+            .documents
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        tracing::error!(panic = %message, failures, "document failed; its peers are disconnected and it reloads on next use");
+        for subscriber in self.subscribers.values() {
+            subscriber.peer.send(&Message::Error {
+                message: format!(
+                    "document {} failed on the server; reconnect",
+                    self.document_id
+                ),
+            });
+            subscriber.peer.close(CloseReason::DocumentFailed);
+        }
+        self.subscribers.clear();
+        self.state
+            .documents
+            .forget(&self.document_id, self.generation);
+    }
+
     async fn load(&mut self) {
         let mut attempt = 0;
         let stored = loop {
@@ -266,6 +328,11 @@ impl DocumentActor {
             }
         };
         let mut document = Automerge::new();
+        self.stored_bytes = stored
+            .chunks
+            .iter()
+            .map(|chunk| u64::try_from(chunk.len()).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add);
         for chunk in &stored.chunks {
             if let Err(error) = document.load_incremental(chunk) {
                 // Stored bytes were written by us after automerge accepted them; if they no
@@ -422,6 +489,29 @@ impl DocumentActor {
 
     async fn receive(&mut self, peer: Arc<Peer>, data: Vec<u8>, request: bool) {
         let connection_id = peer.connection_id;
+        let message = match sync::Message::decode(&data) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(peer = %peer.peer_id, %error, "malformed automerge sync message");
+                peer.send(&Message::Error {
+                    message: format!("malformed sync message for {}: {error}", self.document_id),
+                });
+                return;
+            }
+        };
+        // Before automerge sees it: automerge trusts its input (see `validate`).
+        let limits = self.state.settings.limits.clone();
+        let allowed = validate::Limits {
+            max_hashes: limits.max_message_hashes,
+            max_haves: 16,
+            max_chunks: limits.max_message_chunks,
+            max_bytes: limits.max_message_bytes,
+            max_ops: limits.max_message_ops,
+        };
+        if let Err(refusal) = validate::check(&message, &allowed) {
+            self.subscribers.remove(&connection_id);
+            return self.refuse_message(&peer, refusal.to_string());
+        }
         if !self.subscribers.contains_key(&connection_id) {
             let access = match &self.meta {
                 Some(_) => match self.access(&peer) {
@@ -445,6 +535,12 @@ impl DocumentActor {
                     }
                     None => return self.unavailable(&peer),
                 },
+                // An offer of a document nobody has stored, without its changes yet: answered
+                // without keeping anything, so that offers cost no memory; the document is
+                // held once its first changes arrive.
+                None if message.changes.is_empty() && self.document.get_heads().is_empty() => {
+                    return self.answer_offer(&peer, message);
+                }
                 None => None,
             };
             let state = self.initial_sync_state(&peer, access).await;
@@ -458,16 +554,6 @@ impl DocumentActor {
                 },
             );
         }
-        let message = match sync::Message::decode(&data) {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(peer = %peer.peer_id, %error, "malformed automerge sync message");
-                peer.send(&Message::Error {
-                    message: format!("malformed sync message for {}: {error}", self.document_id),
-                });
-                return;
-            }
-        };
         let before = self.document.get_heads();
         let had_content = !before.is_empty();
         let subscriber = self
@@ -499,7 +585,14 @@ impl DocumentActor {
             .map(|change| change.hash.to_string())
             .collect();
         if let Err(reason) = self.check_authorship(&peer, actors).await {
-            return self.refuse_forgery(&peer, &before, reason);
+            return self.take_back(&peer, &before, reason, false);
+        }
+        if let Some(depth) = nesting(&self.document, &before, limits.max_depth) {
+            let reason = format!(
+                "objects nest {depth} levels deep; the limit is {}",
+                limits.max_depth
+            );
+            return self.take_back(&peer, &before, reason, true);
         }
         if let Some(subscriber) = self.subscribers.get_mut(&connection_id) {
             subscriber.needs_reply = true;
@@ -548,9 +641,52 @@ impl DocumentActor {
         Ok(())
     }
 
+    /// Answers an offer of an unknown document as an empty document would, so that the
+    /// peer sends its changes, and forgets it. One connection may make only so many.
+    fn answer_offer(&mut self, peer: &Arc<Peer>, message: sync::Message) {
+        let offers = peer.unknown_offers.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.state.settings.limits.max_unknown_offers;
+        if offers > limit {
+            return self.refuse_message(
+                peer,
+                format!("more than {limit} offers of documents the server does not hold"),
+            );
+        }
+        let mut empty = Automerge::new();
+        let mut state = sync::State::new();
+        if empty.receive_sync_message(&mut state, message).is_ok()
+            && let Some(reply) = empty.generate_sync_message(&mut state)
+        {
+            peer.send(&Message::Sync {
+                document_id: self.document_id,
+                sender_id: self.state.server_peer_id.clone(),
+                target_id: peer.peer_id.clone(),
+                data: reply.encode(),
+            });
+        }
+    }
+
+    /// Refuses a peer's message as a whole: an `error` naming the limit, a log line, an
+    /// audit row, and the socket closed (a hostile peer does not get to try again at once;
+    /// an honest device reconnects and reports the refusal).
+    fn refuse_message(&mut self, peer: &Arc<Peer>, reason: String) {
+        tracing::warn!(peer = %peer.peer_id, %reason, "sync message refused");
+        self.state.committer.submit(Work::Audit(vec![
+            audit::Entry::new("sync.refused")
+                .by(&peer.identity.user_id, Some(&peer.identity.device_id))
+                .document(self.document_id)
+                .detail(json!({"reason": reason})),
+        ]));
+        peer.send(&Message::Error {
+            message: format!("sync message for {} refused: {reason}", self.document_id),
+        });
+        peer.close(CloseReason::Refused);
+    }
+
     /// Takes back a message's changes: the document returns to `before` (which still holds
-    /// this round's other changes) and the peer's sync state starts over.
-    fn refuse_forgery(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String) {
+    /// this round's other changes) and the peer's sync state starts over. `close`: the
+    /// changes broke a limit, and the peer's socket is closed too.
+    fn take_back(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String, close: bool) {
         tracing::warn!(peer = %peer.peer_id, %reason, "changes refused");
         // The round's patches describe changes no longer there.
         self.read_whole = true;
@@ -580,6 +716,21 @@ impl DocumentActor {
         peer.send(&Message::Error {
             message: format!("changes to {} refused: {reason}", self.document_id),
         });
+        if close {
+            peer.close(CloseReason::Refused);
+        }
+    }
+
+    /// Takes back everything this round brought, when together it breaks a limit: the
+    /// document returns to what is stored, and each peer that brought changes is told and
+    /// disconnected (its device keeps the changes and reports the refusal).
+    fn refuse_round(&mut self, reason: String) {
+        let authors: Vec<Arc<Peer>> = self.authors.drain(..).map(|(peer, _)| peer).collect();
+        let committed = self.committed_heads.clone();
+        for peer in &authors {
+            self.take_back(peer, &committed, reason.clone(), true);
+        }
+        self.new_actors.clear();
     }
 
     async fn initial_sync_state(&self, peer: &Peer, access: Option<Access>) -> sync::State {
@@ -629,7 +780,7 @@ impl DocumentActor {
             if !self.registered {
                 let meta = match self.meta.clone() {
                     Some(catalog) => catalog,
-                    None => match self.claim() {
+                    None => match self.claim().await {
                         Ok(meta) => meta,
                         Err(reason) => return self.refuse_new_document(reason),
                     },
@@ -678,6 +829,19 @@ impl DocumentActor {
                     data: self.document.save_after(&self.committed_heads),
                 }
             };
+            let (Chunk::Snapshot { data, .. } | Chunk::Changes { data, .. }) = &chunk;
+            let chunk_bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            let stored_bytes = if snapshot {
+                chunk_bytes
+            } else {
+                self.stored_bytes.saturating_add(chunk_bytes)
+            };
+            let limit = self.state.settings.limits.max_document_bytes;
+            if stored_bytes > limit && !self.meta.as_ref().is_some_and(|meta| meta.catalog) {
+                return self.refuse_round(format!(
+                    "the document would take {stored_bytes} bytes; the limit is {limit}"
+                ));
+            }
             let work = DocumentWork {
                 document_id: self.document_id,
                 register: registered.clone(),
@@ -687,6 +851,7 @@ impl DocumentActor {
                 audit,
             };
             self.commit(work).await;
+            self.stored_bytes = stored_bytes;
             for (actor, peer) in bound {
                 self.state
                     .authors
@@ -805,12 +970,22 @@ impl DocumentActor {
     /// Decides the unit and classification of a document offered by a device: taken from its
     /// `unit` and `classification` fields, defaulting to the creator's unit and plain. A
     /// device may only create documents in its own unit, and classified ones only if cleared.
-    fn claim(&self) -> Result<DocumentMeta, String> {
+    async fn claim(&self) -> Result<DocumentMeta, String> {
         let creator = self
             .creator
             .as_ref()
             .ok_or_else(|| "no creator for a new document".to_owned())?;
         let identity = &creator.identity;
+        let limit = self.state.settings.limits.max_new_documents_per_hour;
+        let hour_ago = self.state.clock.now_ms().saturating_sub(3_600_000);
+        let created = documents::created_since(&self.state.pool, &identity.user_id, hour_ago)
+            .await
+            .map_err(|error| format!("cannot check how many documents you made: {error}"))?;
+        if created >= limit {
+            return Err(format!(
+                "{created} documents made in the last hour; the limit is {limit}"
+            ));
+        }
         let unit_id = zhiban_records::json::text(&self.document, &automerge::ROOT, "unit")
             .unwrap_or_else(|| identity.unit_id.clone());
         let classified =
@@ -902,4 +1077,30 @@ impl DocumentActor {
             self.save_sync_state(subscriber);
         }
     }
+}
+
+/// How deep the deepest object the changes since `before` made lies, if deeper than
+/// `limit`. Counted from each new object's parents (at most `limit` steps each), so a change
+/// costs work in proportion to itself, and nothing here recurses.
+fn nesting(doc: &Automerge, before: &[ChangeHash], limit: usize) -> Option<usize> {
+    for change in doc.get_changes(before) {
+        let actor = change.actor_id().to_hex_string();
+        let start = change.start_op().get();
+        for (index, op) in change.decode().operations.iter().enumerate() {
+            if !matches!(op.action, automerge::legacy::OpType::Make(_)) {
+                continue;
+            }
+            let counter = start.saturating_add(u64::try_from(index).unwrap_or(u64::MAX));
+            let Ok(object) = doc.import_obj(&format!("{counter}@{actor}")) else {
+                continue;
+            };
+            let depth = doc
+                .parents(&object)
+                .map_or(0, |parents| parents.take(limit.saturating_add(1)).count());
+            if depth >= limit {
+                return Some(depth.saturating_add(1));
+            }
+        }
+    }
+    None
 }

@@ -5,6 +5,7 @@
 pub mod authorship;
 mod document;
 mod peer;
+mod validate;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub(crate) async fn stats(
     Ok(axum::Json(SyncStats {
         connections: state.connections.count(),
         documents_loaded: state.documents.loaded(),
+        documents_failed: state.documents.failures.load(Ordering::Relaxed),
     }))
 }
 
@@ -102,6 +104,15 @@ pub(crate) async fn upgrade(
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
+/// Sends one frame, giving up after `limit`: a peer that does not read must not keep this
+/// task (and what it holds) alive.
+async fn send(socket: &mut WebSocket, message: WsMessage, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 #[tracing::instrument(name = "peer", skip_all, fields(peer = %identity.peer_id()))]
 async fn serve_peer(
     state: AppState,
@@ -109,24 +120,31 @@ async fn serve_peer(
     identity: Identity,
     visible_units: HashSet<String>,
 ) {
+    let limits = &state.settings.limits;
+    let send_limit = Duration::from_secs(limits.send_timeout_secs.max(1));
     let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (peer, mut outbox) = Peer::new(
         connection_id,
         identity,
         visible_units,
         state.shutdown.child_token(),
+        limits.max_outbox_bytes,
     );
     let peer = Arc::new(peer);
-    if let Err(reason) = handshake(&state, &mut socket, &peer).await {
-        tracing::warn!(%reason, "handshake refused");
-        let _ = socket.send(error_frame(&reason)).await;
-        let _ = socket.send(close_frame(1008, "handshake refused")).await;
+    let refused = match handshake(&state, &mut socket, &peer).await {
+        Err(reason) => Some(reason),
+        Ok(()) => state.connections.add(peer.clone(), limits).err(),
+    };
+    if let Some(reason) = refused {
+        tracing::warn!(%reason, "connection refused");
+        send(&mut socket, error_frame(&reason), send_limit).await;
+        send(&mut socket, close_frame(1008, "refused"), send_limit).await;
         return;
     }
-    state.connections.add(peer.clone());
     tracing::debug!("peer connected");
 
     let mut documents: HashSet<DocumentId> = HashSet::new();
+    let mut ephemeral = RateWindow::new(limits.ephemeral_per_minute);
     // A phone that vanished without closing its socket (tunnel, dead battery, NAT timeout) is
     // noticed after at most two intervals without any frame from it.
     let mut keepalive = tokio::time::interval(state.settings.keepalive());
@@ -146,25 +164,28 @@ async fn serve_peer(
                     break Some((1001, "no answer to ping"));
                 }
                 heard_since_ping = false;
-                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                if !send(&mut socket, WsMessage::Ping(Bytes::new()), send_limit).await {
                     break None;
                 }
             }
             Some(frame) = outbox.recv() => {
-                if socket.send(WsMessage::Binary(frame)).await.is_err() {
+                peer.sent(&frame);
+                if !send(&mut socket, WsMessage::Binary(frame), send_limit).await {
+                    tracing::info!("peer does not read; dropping connection");
                     break None;
                 }
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Binary(frame))) => {
                     heard_since_ping = true;
-                    if let Err((code, text)) = on_frame(&state, &peer, &mut documents, &frame).await {
+                    let result = on_frame(&state, &peer, &mut documents, &mut ephemeral, &frame).await;
+                    if let Err((code, text)) = result {
                         break Some((code, text));
                     }
                 }
                 Some(Ok(WsMessage::Text(_))) => {
                     tracing::warn!("text frame on /sync");
-                    let _ = socket.send(error_frame("text frames are not part of the protocol")).await;
+                    send(&mut socket, error_frame("text frames are not part of the protocol"), send_limit).await;
                     break Some((1003, "binary frames only"));
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => heard_since_ping = true,
@@ -179,12 +200,13 @@ async fn serve_peer(
     };
     // Drain what is already queued for the peer before closing, e.g. a final `error`.
     while let Ok(frame) = outbox.try_recv() {
-        if socket.send(WsMessage::Binary(frame)).await.is_err() {
+        peer.sent(&frame);
+        if !send(&mut socket, WsMessage::Binary(frame), send_limit).await {
             break;
         }
     }
     if let Some((code, text)) = close {
-        let _ = socket.send(close_frame(code, text)).await;
+        send(&mut socket, close_frame(code, text), send_limit).await;
     }
     state.connections.remove(&peer);
     for document_id in documents {
@@ -193,6 +215,33 @@ async fn serve_peer(
             .send_if_loaded(&document_id, Command::PeerGone { connection_id });
     }
     tracing::debug!("peer disconnected");
+}
+
+/// Counts events in a sliding minute.
+struct RateWindow {
+    per_minute: u32,
+    started: tokio::time::Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            started: tokio::time::Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Whether one more event fits in this minute.
+    fn allow(&mut self) -> bool {
+        if self.started.elapsed() >= Duration::from_secs(60) {
+            self.started = tokio::time::Instant::now();
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count <= self.per_minute
+    }
 }
 
 async fn handshake(state: &AppState, socket: &mut WebSocket, peer: &Peer) -> Result<(), String> {
@@ -244,6 +293,7 @@ async fn on_frame(
     state: &AppState,
     peer: &Arc<Peer>,
     documents: &mut HashSet<DocumentId>,
+    ephemeral: &mut RateWindow,
     frame: &[u8],
 ) -> Result<(), (u16, &'static str)> {
     let message = match Message::decode(frame) {
@@ -295,6 +345,27 @@ async fn on_frame(
             data,
             ..
         } => {
+            let limit = state.settings.limits.max_ephemeral_bytes;
+            if data.len() > limit {
+                tracing::warn!(bytes = data.len(), "ephemeral message over the limit");
+                peer.send(&Message::Error {
+                    message: format!("ephemeral messages carry at most {limit} bytes"),
+                });
+                return Err((1009, "ephemeral message too large"));
+            }
+            if !ephemeral.allow() {
+                // Presence and cursors are best effort: the excess is dropped, once said.
+                if ephemeral.count == ephemeral.per_minute.saturating_add(1) {
+                    tracing::warn!("ephemeral messages over the rate");
+                    peer.send(&Message::Error {
+                        message: format!(
+                            "more than {} ephemeral messages a minute: the rest are dropped",
+                            ephemeral.per_minute
+                        ),
+                    });
+                }
+                return Ok(());
+            }
             state.documents.send_if_loaded(
                 &document_id,
                 Command::Ephemeral {

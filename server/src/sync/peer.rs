@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -20,6 +20,10 @@ pub enum CloseReason {
     ShuttingDown = 1,
     Revoked = 2,
     TooSlow = 3,
+    /// The peer sent what the server refuses (a limit, a malformed message).
+    Refused = 4,
+    /// A document it used failed on the server; reconnecting reloads it.
+    DocumentFailed = 5,
 }
 
 impl CloseReason {
@@ -28,6 +32,8 @@ impl CloseReason {
             CloseReason::ShuttingDown => (1001, "server shutting down"),
             CloseReason::Revoked => (4001, "device revoked"),
             CloseReason::TooSlow => (1013, "peer too slow; reconnect"),
+            CloseReason::Refused => (1008, "message refused"),
+            CloseReason::DocumentFailed => (1011, "document failed; reconnect"),
         }
     }
 }
@@ -39,8 +45,13 @@ pub struct Peer {
     /// The caller's unit and every unit below it.
     pub visible_units: HashSet<String>,
     outbox: mpsc::Sender<Bytes>,
+    /// Bytes queued in `outbox`: a peer that stops reading must not pin memory.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
     cancel: CancellationToken,
     close_reason: AtomicU8,
+    /// Offers of documents the server does not hold (each costs a look-up).
+    pub unknown_offers: AtomicUsize,
 }
 
 /// Frames a peer may have queued before it counts as too slow.
@@ -52,6 +63,7 @@ impl Peer {
         identity: Identity,
         visible_units: HashSet<String>,
         cancel: CancellationToken,
+        max_queued_bytes: usize,
     ) -> (Peer, mpsc::Receiver<Bytes>) {
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let peer = Peer {
@@ -60,8 +72,11 @@ impl Peer {
             identity,
             visible_units,
             outbox,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
             cancel,
             close_reason: AtomicU8::new(0),
+            unknown_offers: AtomicUsize::new(0),
         };
         (peer, receiver)
     }
@@ -72,10 +87,25 @@ impl Peer {
     }
 
     pub fn send_frame(&self, frame: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(frame) {
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        if queued > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            tracing::warn!(peer = %self.peer_id, queued, "outbox bytes over the limit; disconnecting slow peer");
+            return self.close(CloseReason::TooSlow);
+        }
+        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
+            self.outbox.try_send(frame)
+        {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             tracing::warn!(peer = %self.peer_id, "outbox full; disconnecting slow peer");
             self.close(CloseReason::TooSlow);
         }
+    }
+
+    /// Called by the socket task for each frame it has taken from the outbox.
+    pub fn sent(&self, frame: &Bytes) {
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -96,40 +126,78 @@ impl Peer {
         match self.close_reason.load(Ordering::Acquire) {
             2 => CloseReason::Revoked,
             3 => CloseReason::TooSlow,
+            4 => CloseReason::Refused,
+            5 => CloseReason::DocumentFailed,
             _ => CloseReason::ShuttingDown,
         }
     }
 }
 
-/// Open connections by device, so that revoking a device closes its sockets at once.
+/// Open connections by device, so that revoking a device closes its sockets at once, and
+/// counted by user, so that no account can hold more than its share.
 #[derive(Default)]
-pub struct Connections {
-    by_device: Mutex<HashMap<String, Vec<std::sync::Arc<Peer>>>>,
+pub struct Connections(Mutex<Open>);
+
+#[derive(Default)]
+struct Open {
+    by_device: HashMap<String, Vec<std::sync::Arc<Peer>>>,
+    by_user: HashMap<String, usize>,
 }
 
 impl Connections {
-    pub fn add(&self, peer: std::sync::Arc<Peer>) {
-        let mut by_device = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
-        by_device
-            .entry(peer.identity.device_id.clone())
+    /// Registers a connection, unless its device or user already has as many as allowed.
+    pub fn add(
+        &self,
+        peer: std::sync::Arc<Peer>,
+        limits: &crate::settings::Limits,
+    ) -> Result<(), String> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = &peer.identity;
+        let device = open.by_device.get(&identity.device_id).map_or(0, Vec::len);
+        if device >= limits.max_connections_per_device {
+            return Err(format!(
+                "this device already has {device} connections, the limit"
+            ));
+        }
+        let user = open.by_user.get(&identity.user_id).copied().unwrap_or(0);
+        if user >= limits.max_connections_per_user {
+            return Err(format!(
+                "this user already has {user} connections, the limit"
+            ));
+        }
+        *open.by_user.entry(identity.user_id.clone()).or_default() += 1;
+        open.by_device
+            .entry(identity.device_id.clone())
             .or_default()
             .push(peer);
+        Ok(())
     }
 
     pub fn remove(&self, peer: &Peer) {
-        let mut by_device = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(peers) = by_device.get_mut(&peer.identity.device_id) {
-            peers.retain(|p| p.connection_id != peer.connection_id);
-            if peers.is_empty() {
-                by_device.remove(&peer.identity.device_id);
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = &peer.identity;
+        let Some(peers) = open.by_device.get_mut(&identity.device_id) else {
+            return;
+        };
+        let before = peers.len();
+        peers.retain(|p| p.connection_id != peer.connection_id);
+        let removed = before - peers.len();
+        if peers.is_empty() {
+            open.by_device.remove(&identity.device_id);
+        }
+        if let Some(count) = open.by_user.get_mut(&identity.user_id) {
+            *count = count.saturating_sub(removed);
+            if *count == 0 {
+                open.by_user.remove(&identity.user_id);
             }
         }
     }
 
     /// Closes every socket of the device; returns how many there were.
     pub fn disconnect_device(&self, device_id: &str) -> usize {
-        let by_device = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
-        let peers = by_device
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let peers = open
+            .by_device
             .get(device_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
@@ -140,7 +208,7 @@ impl Connections {
     }
 
     pub fn count(&self) -> usize {
-        let by_device = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
-        by_device.values().map(Vec::len).sum()
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.by_user.values().sum()
     }
 }

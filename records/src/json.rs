@@ -70,14 +70,26 @@ fn to_scalar(value: &Json) -> ScalarValue {
     }
 }
 
+/// Objects nested deeper than this read as null. The server refuses changes that nest deeper
+/// than its (lower) limit; this bound keeps the recursion here from ever exhausting the stack
+/// on a document that came from anywhere else.
+pub const MAX_DEPTH: usize = 128;
+
 /// The whole object `object` of `doc` as JSON.
 pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
+    read_at(doc, object, 0)
+}
+
+fn read_at<R: ReadDoc>(doc: &R, object: &ObjId, depth: usize) -> Json {
+    if depth >= MAX_DEPTH {
+        return Json::Null;
+    }
     match doc.object_type(object) {
         Ok(ObjType::Map) | Ok(ObjType::Table) => {
             let mut fields = Map::new();
             for key in doc.keys(object) {
                 if let Ok(Some((value, id))) = doc.get(object, key.as_str()) {
-                    fields.insert(key, read_value(doc, value, &id));
+                    fields.insert(key, value_at(doc, value, &id, depth));
                 }
             }
             Json::Object(fields)
@@ -85,7 +97,7 @@ pub fn read<R: ReadDoc>(doc: &R, object: &ObjId) -> Json {
         Ok(ObjType::List) => Json::Array(
             (0..doc.length(object))
                 .filter_map(|index| doc.get(object, index).ok().flatten())
-                .map(|(value, id)| read_value(doc, value, &id))
+                .map(|(value, id)| value_at(doc, value, &id, depth))
                 .collect(),
         ),
         Ok(ObjType::Text) => Json::String(doc.text(object).unwrap_or_default()),
@@ -120,8 +132,12 @@ pub fn text<R: ReadDoc>(doc: &R, object: &ObjId, key: &str) -> Option<String> {
 
 /// One value read from `doc` (`id` is where it lives) as JSON.
 pub fn read_value<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId) -> Json {
+    value_at(doc, value, id, 0)
+}
+
+fn value_at<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId, depth: usize) -> Json {
     match value {
-        Value::Object(_) => read(doc, id),
+        Value::Object(_) => read_at(doc, id, depth + 1),
         Value::Scalar(scalar) => match scalar.as_ref() {
             ScalarValue::Str(s) => Json::String(s.to_string()),
             ScalarValue::Int(i) => Json::Number((*i).into()),

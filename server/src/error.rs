@@ -21,6 +21,9 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// Try again after this many seconds (`Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -49,17 +52,27 @@ impl IntoResponse for AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &self {
             AppError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
             other => tracing::info!(%status, error = %other, "request refused"),
         }
-        (
+        let mut response = (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(zhiban_api::ErrorBody {
+                error: self.to_string(),
+            }),
         )
-            .into_response()
+            .into_response();
+        if let AppError::TooManyRequests(_, retry_after) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after),
+            );
+        }
+        response
     }
 }
 

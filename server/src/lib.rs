@@ -14,6 +14,7 @@ pub mod db;
 pub mod documents;
 pub mod error;
 mod kpis;
+pub mod listener;
 pub mod openapi;
 pub mod outbox;
 pub mod push;
@@ -31,7 +32,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +53,8 @@ pub struct Inner {
     pub pool: db::Pool,
     pub backend: db::Backend,
     pub keys: auth::TokenKeys,
+    /// Password checks at once, and lockouts after failed logins.
+    pub logins: auth::throttle::LoginThrottle,
     /// The unit of work documents commit through.
     pub committer: commit::Committer,
     pub documents: sync::Documents,
@@ -97,6 +99,8 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_api_body_bytes;
+    let request_timeout =
+        Duration::from_secs(state.settings.limits.http_request_timeout_secs.max(1));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi::serve))
@@ -109,6 +113,12 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        // A client that trickles its body holds a task; after this, it gets 408. (A websocket
+        // lives on after its upgrade answer, which is immediate.)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         // Spans carry the path only: `/sync?token=…` must not put tokens in the logs.
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {
@@ -158,6 +168,7 @@ pub async fn launch(
     let delivery = outbox::Delivery::new(pool.clone(), clock.clone(), push.clone());
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
+        logins: auth::throttle::LoginThrottle::new(&settings.limits),
         settings,
         pool,
         backend,
@@ -179,18 +190,12 @@ pub async fn launch(
     state.tasks.spawn(worker.run(state.shutdown.clone()));
     tracing::info!(address = %listener.local_addr()?, "serving");
     let token = state.shutdown.clone();
-    // Sync frames are small and latency matters more than packet count: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await?;
+    let limits = state.settings.limits.clone();
+    listener::serve(listener, router(state.clone()), &limits, async move {
+        shutdown.await;
+        token.cancel();
+    })
+    .await;
     state.shutdown.cancel();
     state.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())

@@ -753,8 +753,18 @@ impl DocumentActor {
     }
 
     fn relay_ephemeral(&self, from: &Peer, session_id: String, count: u64, data: Vec<u8>) {
-        if self.access(from).is_none() {
-            return self.unavailable(from);
+        match self.access(from) {
+            None => return self.unavailable(from),
+            // Presence and cursors are for those who edit: a reader has nothing to announce.
+            Some(Access::ReadOnly) => {
+                return from.send(&Message::Error {
+                    message: format!(
+                        "read-only peers send no ephemeral messages for {}",
+                        self.document_id
+                    ),
+                });
+            }
+            Some(Access::ReadWrite) => {}
         }
         for subscriber in self.subscribers.values() {
             if subscriber.peer.connection_id != from.connection_id && subscriber.access.is_some() {

@@ -3,6 +3,8 @@
 //! API route identify their caller as an `access::Identity` through [`identify`]. Every
 //! action commits with its audit row.
 
+pub mod throttle;
+
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, State};
@@ -24,6 +26,7 @@ use crate::access::{Identity, Role, visible_units};
 use crate::audit::{self, Entry};
 use crate::db::{Pool, begin_write};
 use crate::error::{ApiJson, AppError};
+use crate::listener::ClientAddress;
 use crate::units::{hash_password, verify_password};
 
 const AUDIENCE: &str = "zhiban";
@@ -180,8 +183,28 @@ fn hash_refresh_token(token: &str) -> String {
 #[tracing::instrument(skip_all, fields(username = %request.username))]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
+    // No user has a longer name (units::NewUser), and no password check is spent on one.
+    if request.username.chars().count() > 64 || request.password.len() > 1024 {
+        return Err(AppError::BadRequest(
+            "a username has at most 64 characters and a password at most 1024 bytes".into(),
+        ));
+    }
+    if let Some(wait) = state.logins.locked(&request.username, address) {
+        let secs = wait.as_secs().saturating_add(1);
+        return Err(AppError::TooManyRequests(
+            format!("too many failed logins: try again in {secs} s"),
+            secs,
+        ));
+    }
+    let Some(_check) = state.logins.check().await else {
+        return Err(AppError::TooManyRequests(
+            "the server is busy checking passwords: try again in a second".into(),
+            1,
+        ));
+    };
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
         .bind(&request.username)
         .fetch_optional(&state.pool)
@@ -199,16 +222,21 @@ pub(crate) async fn login(
         .map_err(|e| AppError::Internal(e.into()))?;
     let now = state.clock.now_ms();
     let Some(user_id) = user_id.filter(|_| password_ok) else {
-        // The name as typed, bounded: a failed login must not write whatever it was sent.
-        let username: String = request.username.chars().take(64).collect();
-        audit::record(
-            &state.pool,
-            &[Entry::new("auth.login_failed").detail(serde_json::json!({ "username": username }))],
-            now,
-        )
-        .await?;
+        let mut entries = vec![
+            Entry::new("auth.login_failed")
+                .detail(serde_json::json!({ "username": request.username, "address": address })),
+        ];
+        for lockout in state.logins.failed(&request.username, address) {
+            tracing::warn!(of = %lockout.of, secs = lockout.secs, "login lockout");
+            entries.push(
+                Entry::new("auth.lockout")
+                    .detail(serde_json::json!({ "of": lockout.of, "secs": lockout.secs })),
+            );
+        }
+        audit::record(&state.pool, &entries, now).await?;
         return Err(AppError::Unauthorized("wrong username or password"));
     };
+    state.logins.succeeded(&request.username);
 
     let mut tx = begin_write(&state.pool).await?;
     let device_id = match request.device_id {

@@ -1,0 +1,171 @@
+//! What stands between anyone and the password check: at most so many Argon2 checks at once
+//! (each takes about 19 MiB; 150 at once once took the server to 3 GB), and growing lockouts
+//! after failed logins per username and per address. Only failures count: successful logins
+//! are never slowed, so a thousand phones behind one office's address log in as fast as ever.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use crate::settings::Limits;
+
+/// Longest lockout, however many failures.
+const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// How long to wait for a free password check before answering 429.
+const CHECK_WAIT: Duration = Duration::from_secs(1);
+/// Failures are forgotten this long after the last one.
+const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Most usernames and addresses remembered; beyond, the ones not locked are forgotten first.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Username(String),
+    Address(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// A lockout that has just begun, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Lockout {
+    pub of: String,
+    pub secs: u64,
+}
+
+pub struct LoginThrottle {
+    checks: Semaphore,
+    failures: Mutex<HashMap<Key, Failures>>,
+    per_username: u32,
+    per_address: u32,
+    lockout: Duration,
+}
+
+impl LoginThrottle {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            checks: Semaphore::new(limits.concurrent_password_checks.max(1)),
+            failures: Mutex::default(),
+            per_username: limits.failed_logins_per_username.max(1),
+            per_address: limits.failed_logins_per_address.max(1),
+            lockout: Duration::from_secs(limits.lockout_secs.max(1)),
+        }
+    }
+
+    fn keys(username: &str, address: Option<IpAddr>) -> impl Iterator<Item = Key> {
+        std::iter::once(Key::Username(username.to_owned())).chain(address.map(Key::Address))
+    }
+
+    /// How long until `username` (or `address`) may try again, if it is locked out now.
+    pub fn locked(&self, username: &str, address: Option<IpAddr>) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        Self::keys(username, address)
+            .filter_map(|key| failures.get(&key)?.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    /// A permit to run one password check, or None if too many run and none frees up soon.
+    pub async fn check(&self) -> Option<SemaphorePermit<'_>> {
+        tokio::time::timeout(CHECK_WAIT, self.checks.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Counts a failed login; returns the lockouts it starts.
+    pub fn failed(&self, username: &str, address: Option<IpAddr>) -> Vec<Lockout> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if failures.len() >= MAX_ENTRIES {
+            failures.retain(|_, f| {
+                f.locked_until.is_some_and(|until| until > now)
+                    || now.duration_since(f.last) < FORGET_AFTER
+            });
+            if failures.len() >= MAX_ENTRIES {
+                failures.retain(|_, f| f.locked_until.is_some_and(|until| until > now));
+            }
+        }
+        let mut started = Vec::new();
+        for key in Self::keys(username, address) {
+            let threshold = match key {
+                Key::Username(_) => self.per_username,
+                Key::Address(_) => self.per_address,
+            };
+            let entry = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+                locked_until: None,
+            });
+            if now.duration_since(entry.last) >= FORGET_AFTER {
+                entry.count = 0;
+            }
+            entry.count = entry.count.saturating_add(1);
+            entry.last = now;
+            if entry.count >= threshold {
+                // Doubling with each failure past the threshold.
+                let doublings = (entry.count - threshold).min(16);
+                let lockout = self.lockout.saturating_mul(1 << doublings).min(MAX_LOCKOUT);
+                entry.locked_until = Some(now + lockout);
+                started.push(Lockout {
+                    of: match &key {
+                        Key::Username(name) => format!("username {name}"),
+                        Key::Address(address) => format!("address {address}"),
+                    },
+                    secs: lockout.as_secs(),
+                });
+            }
+        }
+        started
+    }
+
+    /// A successful login clears its username's failures (not its address's).
+    pub fn succeeded(&self, username: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&Key::Username(username.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_lock_out_for_longer_each_time() {
+        let limits = Limits {
+            failed_logins_per_username: 3,
+            failed_logins_per_address: 100,
+            lockout_secs: 30,
+            ..Limits::default()
+        };
+        let throttle = LoginThrottle::new(&limits);
+        let address = Some(IpAddr::from([127, 0, 0, 1]));
+        assert!(throttle.failed("wang", address).is_empty());
+        assert!(throttle.failed("wang", address).is_empty());
+        assert_eq!(throttle.failed("wang", address)[0].secs, 30);
+        assert!(throttle.locked("wang", address).is_some());
+        assert!(
+            throttle.locked("li", address).is_none(),
+            "others are not locked"
+        );
+        assert_eq!(throttle.failed("wang", address)[0].secs, 60);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(throttle.locked("wang", address).is_none());
+        throttle.succeeded("wang");
+        assert!(
+            throttle.failed("wang", address).is_empty(),
+            "counted afresh"
+        );
+    }
+}

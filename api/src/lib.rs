@@ -188,6 +188,12 @@ pub struct UnitView {
     pub id: UnitId,
     pub name: String,
     pub parent_id: Option<UnitId>,
+    /// The document listing the unit's plain records, to follow for new ones.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub catalog: DocumentId,
+    /// The same for its classified records; only for cleared users.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub classified_catalog: Option<DocumentId>,
 }
 
 // ---- records -------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zhiban_api::{ErrorBody, LoginRequest, Me, RefreshRequest, Role, TokenResponse, UnitView};
 
+use zhiban_protocol::DocumentId;
+
 use crate::Error;
 use crate::store::Store;
 
@@ -27,8 +29,12 @@ pub struct Identity {
     pub role: Role,
     /// Cleared for classified items (D18).
     pub cleared: bool,
-    /// The user's unit and the units below it, whose catalogs the device follows.
+    /// The user's unit and the units below it.
     pub units: Vec<String>,
+    /// Their catalogs (the classified ones if the user is cleared), which the device follows
+    /// to learn of new records. Their ids are the server's to give, not derivable.
+    #[serde(default)]
+    pub catalogs: Vec<DocumentId>,
 }
 
 /// Whether the device may sync.
@@ -152,6 +158,7 @@ impl Session {
             unit_id: me.unit_id.0,
             role: me.role,
             cleared: me.cleared,
+            catalogs: catalogs(&units),
             units: units.into_iter().map(|unit| unit.id.0).collect(),
         };
         let stored = Tokens {
@@ -236,6 +243,21 @@ impl Session {
         self.save(&identity, &stored).await?;
         data.tokens = Some(stored);
         Ok(renewed.access_token)
+    }
+
+    /// Asks the server again which units the user sees and their catalogs (units are added,
+    /// catalogs re-keyed); keeps what it knew when the server cannot be asked.
+    pub async fn refresh_units(&self) -> Result<Identity, Error> {
+        let mut identity = self.identity().await.ok_or(Error::NotLoggedIn)?;
+        let units: Vec<UnitView> = self.api_get("/api/units").await?;
+        identity.catalogs = catalogs(&units);
+        identity.units = units.into_iter().map(|unit| unit.id.0).collect();
+        let mut data = self.data.lock().await;
+        if let Some(tokens) = data.tokens.clone() {
+            self.save(&identity, &tokens).await?;
+        }
+        data.identity = Some(identity.clone());
+        Ok(identity)
     }
 
     /// Called when the server closes the socket as revoked.
@@ -328,6 +350,14 @@ async fn error_text(response: reqwest::Response) -> String {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The catalogs of `units` the device follows.
+fn catalogs(units: &[UnitView]) -> Vec<DocumentId> {
+    units
+        .iter()
+        .flat_map(|unit| std::iter::once(unit.catalog).chain(unit.classified_catalog))
+        .collect()
 }
 
 /// When an access token valid for `expires_in` seconds expires, in milliseconds; saturating,

@@ -124,6 +124,16 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
     let Some(identity) = device.identity().await else {
         return Ended::Failed("not logged in".into());
     };
+    // Units and their catalogs change on the server: learn them anew on every connection,
+    // and carry on with what was known if the server cannot say.
+    let identity = match device.inner.session.refresh_units().await {
+        Ok(fresh) => fresh,
+        Err(Error::Revoked) => return Ended::Revoked,
+        Err(error) => {
+            tracing::debug!(%error, "units not refreshed");
+            identity
+        }
+    };
     let token = match device.inner.session.access_token().await {
         Ok(token) => token,
         Err(Error::Revoked) => return Ended::Revoked,
@@ -177,14 +187,7 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
         peer_id,
         server_id,
         states: HashMap::new(),
-        catalogs: identity
-            .units
-            .iter()
-            .flat_map(|unit| {
-                let classified = identity.cleared.then(|| DocumentId::catalog(unit, true));
-                std::iter::once(DocumentId::catalog(unit, false)).chain(classified)
-            })
-            .collect(),
+        catalogs: identity.catalogs.iter().copied().collect(),
         outgoing: Vec::new(),
     };
     let ended = connection.serve(&mut socket, stopped).await;

@@ -30,25 +30,6 @@ impl DocumentId {
         &self.0
     }
 
-    /// The id of a unit's catalog: the server-kept list of the unit's documents, one for
-    /// plain and one for classified items (D18). Devices derive it from the unit id and
-    /// subscribe to it to learn of new documents without being told of anything else.
-    pub fn catalog(unit_id: &str, classified: bool) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update(b"zhiban/catalog/v1/");
-        hasher.update(unit_id.as_bytes());
-        hasher.update(if classified {
-            b"/classified" as &[u8]
-        } else {
-            b"/plain"
-        });
-        let digest = hasher.finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        Self(bytes)
-    }
-
     /// The `automerge:<id>` URL that automerge-repo clients pass to `find`.
     pub fn url(&self) -> String {
         format!("automerge:{self}")

@@ -7,6 +7,7 @@ pub mod access;
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 mod cli;
 pub mod clock;
 pub mod commit;
@@ -53,6 +54,8 @@ pub struct Inner {
     pub pool: db::Pool,
     pub backend: db::Backend,
     pub keys: auth::TokenKeys,
+    /// What catalog ids are keyed with.
+    pub catalog_key: catalog::CatalogKey,
     /// Password checks at once, and lockouts after failed logins.
     pub logins: auth::throttle::LoginThrottle,
     /// The unit of work documents commit through.
@@ -146,6 +149,8 @@ pub async fn launch(
     let pool = db::connect(&settings.database_url()).await?;
     let backend = db::Backend::of_url(&settings.database_url());
     let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
+    let catalog_key = catalog::load_key(&pool).await?;
+    catalog::create_missing(&pool, &catalog_key, clock::system_ms()).await?;
     let push = push::Sender::new(&push::load_vapid_key(&pool).await?, &settings.push_contact)?;
     let (outbox, queued) = tokio::sync::mpsc::unbounded_channel();
     let alerts_wake = alerts::Wake::default();
@@ -169,6 +174,7 @@ pub async fn launch(
     let state = AppState(Arc::new(Inner {
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
         logins: auth::throttle::LoginThrottle::new(&settings.limits),
+        catalog_key,
         settings,
         pool,
         backend,

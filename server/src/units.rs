@@ -16,7 +16,8 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new().route("/api/units", axum::routing::get(visible))
 }
 
-/// The caller's unit and every unit below it: what a device subscribes to (their catalogs).
+/// The caller's unit and every unit below it, with their catalogs' ids (the classified one
+/// for cleared callers only): what a device follows to learn of new records.
 #[utoipa::path(get, path = "/api/units", tag = "units",
     responses((status = 200, body = Vec<UnitView>)), security(("bearer" = [])))]
 pub(crate) async fn visible(
@@ -27,7 +28,16 @@ pub(crate) async fn visible(
     let units = list_units(&state.pool)
         .await?
         .into_iter()
-        .filter(|unit| ids.contains(unit.id.as_str()))
+        .filter(|unit| ids.contains(&unit.id))
+        .map(|unit| UnitView {
+            catalog: state.catalog_key.id(&unit.id, false),
+            classified_catalog: identity
+                .cleared
+                .then(|| state.catalog_key.id(&unit.id, true)),
+            id: unit.id.into(),
+            name: unit.name,
+            parent_id: unit.parent_id.map(Into::into),
+        })
         .collect();
     Ok(Json(units))
 }
@@ -59,15 +69,17 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
-/// Creates a unit; it commits with its audit row. Returns its id.
+/// Creates a unit with its two catalogs; they commit with the audit row. Returns its id.
 pub async fn create_unit(
     pool: &crate::db::Pool,
     name: &str,
     parent: Option<&str>,
     now: i64,
 ) -> Result<String, UnitError> {
+    let key = crate::catalog::load_key(pool).await?;
     let mut tx = crate::db::begin_write(pool).await?;
     let id = insert_unit(&mut tx, name, parent, now).await?;
+    crate::catalog::create(&mut tx, &key, &id, now).await?;
     let entry = Entry::new("admin.create_unit")
         .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent}));
     audit::append(&mut tx, &[entry], now).await?;
@@ -197,18 +209,24 @@ async fn insert_user(
     Ok(id)
 }
 
-pub async fn list_units(pool: &crate::db::Pool) -> Result<Vec<UnitView>, sqlx::Error> {
+/// A unit as stored.
+#[derive(Debug, serde::Serialize)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+}
+
+pub async fn list_units(pool: &crate::db::Pool) -> Result<Vec<Unit>, sqlx::Error> {
     let rows = sqlx::query("SELECT id, name, parent_id FROM units ORDER BY id")
         .fetch_all(pool)
         .await?;
     rows.iter()
         .map(|row| {
-            Ok(UnitView {
-                id: row.try_get::<String, _>("id")?.into(),
+            Ok(Unit {
+                id: row.try_get("id")?,
                 name: row.try_get("name")?,
-                parent_id: row
-                    .try_get::<Option<String>, _>("parent_id")?
-                    .map(Into::into),
+                parent_id: row.try_get("parent_id")?,
             })
         })
         .collect()

@@ -202,6 +202,25 @@ impl TestApp {
         response.json().await.expect("login body")
     }
 
+    /// The catalog of `unit`'s plain (or classified) records, as `username` learns it from
+    /// `GET /api/units` (catalog ids are the server's to give).
+    pub async fn catalog(&self, username: &str, unit: &str, classified: bool) -> DocumentId {
+        let token = self.login(username, "catalogs").await.access_token;
+        let units = get(self, &token, "/api/units").await;
+        let unit = units
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|view| view["id"] == unit)
+            .expect("the unit is visible");
+        let key = if classified {
+            "classified_catalog"
+        } else {
+            "catalog"
+        };
+        unit[key].as_str().expect("a catalog id").parse().unwrap()
+    }
+
     /// A raw protocol peer logged in as `username` on a new device.
     pub async fn peer(&self, username: &str) -> RawPeer {
         let session = self.login(username, "raw peer").await;

@@ -438,7 +438,8 @@ async fn unit_catalogs_list_new_documents_live_and_only_to_those_who_may_see_the
             .unwrap()
     );
 
-    let plain = DocumentId::catalog(&org.unit_a, false);
+    let plain = app.catalog("anna", &org.unit_a, false).await;
+    let classified_catalog = app.catalog("cleared", &org.unit_a, true).await;
     let mut anna = app.peer("anna").await;
     let mut catalog = Automerge::new();
     let mut state = automerge::sync::State::new();
@@ -483,17 +484,14 @@ async fn unit_catalogs_list_new_documents_live_and_only_to_those_who_may_see_the
     let mut classified = Automerge::new();
     assert!(
         cleared
-            .sync(DocumentId::catalog(&org.unit_a, true), &mut classified)
+            .sync(classified_catalog, &mut classified)
             .await
             .unwrap()
     );
     assert_eq!(catalog_entries(&classified), vec![secret.to_string()]);
     assert!(
         !anna
-            .sync(
-                DocumentId::catalog(&org.unit_a, true),
-                &mut Automerge::new()
-            )
+            .sync(classified_catalog, &mut Automerge::new())
             .await
             .unwrap()
     );

@@ -377,38 +377,17 @@ impl DocumentActor {
                 created_by,
                 created_at,
             } => {
-                if self.meta.is_none() {
-                    self.start_catalog(unit_id, classified).await;
+                // Only into the document the server registered as that catalog.
+                let ours = self.meta.as_ref().is_some_and(|meta| {
+                    meta.catalog && meta.unit_id == unit_id && meta.classified == classified
+                });
+                if !ours {
+                    tracing::error!(%unit_id, classified, "an announcement for a document that is not the unit's catalog; ignored");
+                    return;
                 }
                 self.add_to_catalog(&[(document_id.to_string(), created_by, created_at)]);
             }
         }
-    }
-
-    /// Makes this (unknown) document the catalog of `unit_id`, filled from the database.
-    async fn start_catalog(&mut self, unit_id: String, classified: bool) {
-        debug_assert_eq!(self.document_id, DocumentId::catalog(&unit_id, classified));
-        let result = self
-            .document
-            .transact::<_, _, automerge::AutomergeError>(|tx| {
-                tx.put(automerge::ROOT, "type", "catalog")?;
-                tx.put(automerge::ROOT, "unit", unit_id.as_str())?;
-                let classification = if classified { "classified" } else { "plain" };
-                tx.put(automerge::ROOT, "classification", classification)?;
-                tx.put_object(automerge::ROOT, "documents", ObjType::Map)?;
-                Ok(())
-            });
-        if let Err(failure) = result {
-            tracing::error!(error = %failure.error, "cannot start catalog");
-            return;
-        }
-        self.meta = Some(DocumentMeta {
-            unit_id,
-            classified,
-            catalog: true,
-            created_by: None,
-        });
-        self.reconcile_catalog().await;
     }
 
     /// Adds every record of the unit the catalog lacks: a crash between storing a record and
@@ -448,21 +427,6 @@ impl DocumentActor {
         if let Err(failure) = result {
             tracing::error!(error = %failure.error, "cannot update catalog");
         }
-    }
-
-    /// If `document_id` is the catalog of a unit this peer may see, the unit and class.
-    fn catalog_for(&self, peer: &Peer) -> Option<(String, bool)> {
-        let classes: &[bool] = if peer.identity.cleared {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        peer.visible_units.iter().find_map(|unit| {
-            classes
-                .iter()
-                .find(|classified| DocumentId::catalog(unit, **classified) == self.document_id)
-                .map(|classified| (unit.clone(), *classified))
-        })
     }
 
     fn access(&self, peer: &Peer) -> Option<Access> {
@@ -522,19 +486,9 @@ impl DocumentActor {
                         return self.unavailable(&peer);
                     }
                 },
-                // Nobody has stored it: a `request` finds nothing (unless it is the catalog of
-                // a unit the peer sees, made on first request), a `sync` offers a new
+                // Nobody has stored it: a `request` finds nothing; a `sync` offers a new
                 // document, checked against its claimed unit once its content is here.
-                None if request => match self.catalog_for(&peer) {
-                    Some((unit_id, classified)) => {
-                        self.start_catalog(unit_id, classified).await;
-                        match self.access(&peer) {
-                            Some(access) => Some(access),
-                            None => return self.unavailable(&peer),
-                        }
-                    }
-                    None => return self.unavailable(&peer),
-                },
+                None if request => return self.unavailable(&peer),
                 // An offer of a document nobody has stored, without its changes yet: answered
                 // without keeping anything, so that offers cost no memory; the document is
                 // held once its first changes arrive.
@@ -935,7 +889,7 @@ impl DocumentActor {
     }
 
     async fn announce_to_catalog(&self, meta: &DocumentMeta) {
-        let catalog = DocumentId::catalog(&meta.unit_id, meta.classified);
+        let catalog = self.state.catalog_key.id(&meta.unit_id, meta.classified);
         let command = Command::Catalog {
             document_id: self.document_id,
             unit_id: meta.unit_id.clone(),

@@ -146,6 +146,33 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (state, writer) = start(settings).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    let token = state.shutdown.clone();
+    let limits = state.settings.limits.clone();
+    listener::serve(listener, router(state.clone()), &limits, async move {
+        shutdown.await;
+        token.cancel();
+    })
+    .await;
+    state.shutdown.cancel();
+    state.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections or documents did not stop within 10 s");
+    }
+    state.committer.stop().await;
+    drop(state);
+    writer.await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the database and starts what runs beside the requests (the commit writer, push
+/// delivery, the alert worker); returns the state and the writer to await on shutdown.
+async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let pool = db::connect(&settings.database_url()).await?;
     let backend = db::Backend::of_url(&settings.database_url());
     let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
@@ -194,25 +221,5 @@ pub async fn launch(
         .tasks
         .spawn(delivery.run(queued, state.tasks.clone(), state.shutdown.clone()));
     state.tasks.spawn(worker.run(state.shutdown.clone()));
-    tracing::info!(address = %listener.local_addr()?, "serving");
-    let token = state.shutdown.clone();
-    let limits = state.settings.limits.clone();
-    listener::serve(listener, router(state.clone()), &limits, async move {
-        shutdown.await;
-        token.cancel();
-    })
-    .await;
-    state.shutdown.cancel();
-    state.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(10), state.tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections or documents did not stop within 10 s");
-    }
-    state.committer.stop().await;
-    drop(state);
-    writer.await?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok((state, writer))
 }

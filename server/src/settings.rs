@@ -86,7 +86,9 @@ pub struct Limits {
     /// Seconds a client may take to send a request's headers, and the whole request.
     pub http_header_timeout_secs: u64,
     pub http_request_timeout_secs: u64,
-    /// Password checks (Argon2, about 19 MiB each) running at once; beyond, logins get 429.
+    /// Password checks (Argon2) running at once; beyond, after a second's wait, logins get
+    /// 429. Each keeps 19 MiB of working memory once used: four hold 76 MiB, and keep two
+    /// cores busy.
     pub concurrent_password_checks: usize,
     /// Failed logins for one username, and from one address, before a lockout…
     pub failed_logins_per_username: u32,
@@ -115,7 +117,7 @@ impl Default for Limits {
             max_http_connections: 20_000,
             http_header_timeout_secs: 10,
             http_request_timeout_secs: 30,
-            concurrent_password_checks: 8,
+            concurrent_password_checks: 4,
             failed_logins_per_username: 5,
             failed_logins_per_address: 50,
             lockout_secs: 30,

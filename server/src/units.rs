@@ -1,7 +1,7 @@
 //! The unit tree and its people: units, users, their roles and their passwords (argon2).
 //! A superior office sees the units below it; siblings do not see each other (D18).
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHasher};
 use axum::Json;
 use axum::extract::State;
 use sqlx::Row;
@@ -63,10 +63,39 @@ pub fn hash_password(password: &str) -> Result<String, UnitError> {
         .map_err(|error| UnitError::Hash(error.to_string()))
 }
 
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), hash)
+/// Most Argon2 memory a stored hash may ask for (64 MiB); ours ask for 19 MiB.
+const MAX_HASH_BLOCKS: usize = 64 * 1024;
+
+/// Checks `password` against a stored hash, working in `memory` (grown as the hash's
+/// parameters need). Reusing one buffer per permitted check (auth::throttle) is what bounds
+/// memory: a fresh 19 MiB buffer for each login was kept by the allocator, and a storm of
+/// failed logins took the server past a gigabyte.
+pub fn verify_password(password: &str, hash: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    use argon2::password_hash::phc::{Output, PasswordHash};
+    let Ok(hash) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        argon2::Algorithm::try_from(hash.algorithm.as_str()),
+        hash.version
+            .map_or(Ok(argon2::Version::default()), argon2::Version::try_from),
+        argon2::Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    if params.block_count() > MAX_HASH_BLOCKS {
+        return false;
+    }
+    memory.resize(params.block_count(), argon2::Block::default());
+    let mut out = vec![0; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory.as_mut_slice())
         .is_ok()
+        // Output's equality takes constant time.
+        && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
 /// Creates a unit with its two catalogs; they commit with the audit row. Returns its id.

@@ -1,18 +1,15 @@
 //! Nothing confirmed is lost: across a clean restart, across `kill -9` of the server process
 //! right after it confirmed a change, and across snapshot compaction.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use automerge::Automerge;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use zhiban_protocol::DocumentId;
 use zhiban_server::access::Role;
 
 use crate::helpers::{
-    PASSWORD, RawPeer, Session, edit, new_document, org, postgres_settings, spawn_app,
-    spawn_app_with, test_settings, text,
+    PASSWORD, RawPeer, edit, login, new_document, org, postgres_settings, spawn_app,
+    spawn_app_with, start_server_process, test_settings, text,
 };
 
 #[tokio::test]
@@ -82,51 +79,6 @@ async fn fold_chunks(mut settings: zhiban_server::Settings) {
     assert_eq!(text(&copy, "step9").as_deref(), Some("done"));
 }
 
-struct ServerProcess {
-    child: Child,
-    address: String,
-}
-
-async fn start_server_process(settings: &zhiban_server::Settings) -> ServerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"))
-        .env("ZHIBAN_LISTEN", "127.0.0.1:0")
-        .env("ZHIBAN_DATABASE_URL", settings.database_url())
-        .env("ZHIBAN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("server prints its address")
-        .unwrap()
-        .expect("a line");
-    let address = line
-        .strip_prefix("zhiban-server listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    ServerProcess { child, address }
-}
-
-async fn login(address: &str, username: &str) -> Session {
-    reqwest::Client::new()
-        .post(format!("http://{address}/api/auth/login"))
-        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn kill_9_right_after_a_confirmation_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,7 +124,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         pool.close().await;
     }
 
-    let mut server = start_server_process(&settings).await;
+    let mut server = start_server_process(&settings, &[]).await;
     let session = login(&server.address, "alice").await;
     let url = format!(
         "ws://{}/sync?token={}",
@@ -193,7 +145,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
     server.child.start_kill().unwrap();
     server.child.wait().await.unwrap();
 
-    let server = start_server_process(&settings).await;
+    let server = start_server_process(&settings, &[]).await;
     let session = login(&server.address, "anna").await;
     let url = format!(
         "ws://{}/sync?token={}",
@@ -340,7 +292,7 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
         "{listing}"
     );
 
-    let server = start_server_process(&settings).await;
+    let server = start_server_process(&settings, &[]).await;
     let session = login(&server.address, "wang").await;
     assert!(!session.access_token.is_empty());
     let (ok, report, _) = admin(&["verify-audit"]);

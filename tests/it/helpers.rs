@@ -502,3 +502,75 @@ pub async fn org(app: &TestApp) -> Org {
         .await;
     Org { unit_a, unit_b }
 }
+
+/// The server as a child process, so that a test can `kill -9` it or read its memory.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub address: String,
+}
+
+impl ServerProcess {
+    fn status(&self, field: &str) -> u64 {
+        let pid = self.child.id().expect("running");
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a memory figure")
+    }
+
+    /// The most resident memory it ever had, KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status("VmHWM:")
+    }
+}
+
+/// Starts the server binary on `settings`' database, with `env` (e.g. `ZHIBAN_LIMITS__…`)
+/// on top, and waits for the address it prints.
+pub async fn start_server_process(settings: &Settings, env: &[(&str, &str)]) -> ServerProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"));
+    command
+        .env("ZHIBAN_LISTEN", "127.0.0.1:0")
+        .env("ZHIBAN_DATABASE_URL", settings.database_url())
+        .env("ZHIBAN_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("server prints its address")
+        .unwrap()
+        .expect("a line");
+    let address = line
+        .strip_prefix("zhiban-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    ServerProcess { child, address }
+}
+
+/// Logs `username` in at a server's `address` with the test password.
+pub async fn login(address: &str, username: &str) -> Session {
+    reqwest::Client::new()
+        .post(format!("http://{address}/api/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

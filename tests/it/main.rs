@@ -22,6 +22,7 @@ mod durability;
 #[path = "../support/flaky_proxy.rs"]
 mod flaky_proxy;
 mod helpers;
+mod hostile;
 mod interop;
 #[path = "../support/js_peer.rs"]
 mod js_peer;

@@ -27,7 +27,7 @@ use crate::audit::{self, Entry};
 use crate::db::{Pool, begin_write};
 use crate::error::{ApiJson, AppError};
 use crate::listener::ClientAddress;
-use crate::units::{hash_password, verify_password};
+use crate::units::hash_password;
 
 const AUDIENCE: &str = "zhiban";
 const ISSUER: &str = "zhiban";
@@ -199,7 +199,7 @@ pub(crate) async fn login(
             secs,
         ));
     }
-    let Some(_check) = state.logins.check().await else {
+    let Some(check) = state.logins.check().await else {
         return Err(AppError::TooManyRequests(
             "the server is busy checking passwords: try again in a second".into(),
             1,
@@ -217,7 +217,7 @@ pub(crate) async fn login(
         None => (None, DUMMY_HASH.clone()),
     };
     let password = request.password.clone();
-    let password_ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+    let password_ok = tokio::task::spawn_blocking(move || check.verify(&password, &hash))
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     let now = state.clock.now_ms();

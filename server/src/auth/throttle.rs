@@ -1,14 +1,15 @@
-//! What stands between anyone and the password check: at most so many Argon2 checks at once
-//! (each takes about 19 MiB; 150 at once once took the server to 3 GB), and growing lockouts
+//! What stands between anyone and the password check: at most so many Argon2 checks at once,
+//! each in working memory of its own that is reused from check to check (each takes about
+//! 19 MiB; 150 at once once took the server to 3 GB), and growing lockouts
 //! after failed logins per username and per address. Only failures count: successful logins
 //! are never slowed, so a thousand phones behind one office's address log in as fast as ever.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::settings::Limits;
@@ -43,7 +44,9 @@ pub struct Lockout {
 }
 
 pub struct LoginThrottle {
-    checks: Semaphore,
+    checks: Arc<Semaphore>,
+    /// Argon2 working memory of the checks not running now: never more buffers than permits.
+    memory: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
     failures: Mutex<HashMap<Key, Failures>>,
     per_username: u32,
     per_address: u32,
@@ -53,7 +56,8 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     pub fn new(limits: &Limits) -> Self {
         Self {
-            checks: Semaphore::new(limits.concurrent_password_checks.max(1)),
+            checks: Arc::new(Semaphore::new(limits.concurrent_password_checks.max(1))),
+            memory: Arc::default(),
             failures: Mutex::default(),
             per_username: limits.failed_logins_per_username.max(1),
             per_address: limits.failed_logins_per_address.max(1),
@@ -67,7 +71,7 @@ impl LoginThrottle {
 
     /// How long until `username` (or `address`) may try again, if it is locked out now.
     pub fn locked(&self, username: &str, address: Option<IpAddr>) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = lock(&self.failures);
         let now = Instant::now();
         Self::keys(username, address)
             .filter_map(|key| failures.get(&key)?.locked_until)
@@ -77,16 +81,22 @@ impl LoginThrottle {
     }
 
     /// A permit to run one password check, or None if too many run and none frees up soon.
-    pub async fn check(&self) -> Option<SemaphorePermit<'_>> {
-        tokio::time::timeout(CHECK_WAIT, self.checks.acquire())
+    pub async fn check(&self) -> Option<PasswordCheck> {
+        let permit = tokio::time::timeout(CHECK_WAIT, Arc::clone(&self.checks).acquire_owned())
             .await
             .ok()?
-            .ok()
+            .ok()?;
+        let memory = lock(&self.memory).pop().unwrap_or_default();
+        Some(PasswordCheck {
+            _permit: permit,
+            memory,
+            pool: Arc::clone(&self.memory),
+        })
     }
 
     /// Counts a failed login; returns the lockouts it starts.
     pub fn failed(&self, username: &str, address: Option<IpAddr>) -> Vec<Lockout> {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.failures);
         let now = Instant::now();
         if failures.len() >= MAX_ENTRIES {
             failures.retain(|_, f| {
@@ -132,9 +142,36 @@ impl LoginThrottle {
 
     /// A successful login clears its username's failures (not its address's).
     pub fn succeeded(&self, username: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = lock(&self.failures);
         failures.remove(&Key::Username(username.to_owned()));
     }
+}
+
+/// One permitted password check, with its working memory; both go back when it is dropped.
+pub struct PasswordCheck {
+    _permit: OwnedSemaphorePermit,
+    memory: Vec<argon2::Block>,
+    pool: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
+}
+
+impl PasswordCheck {
+    /// Checks `password` against a stored hash (blocking: run it off the async threads).
+    pub fn verify(mut self, password: &str, hash: &str) -> bool {
+        crate::units::verify_password(password, hash, &mut self.memory)
+    }
+}
+
+impl Drop for PasswordCheck {
+    fn drop(&mut self) {
+        lock(&self.pool).push(std::mem::take(&mut self.memory));
+    }
+}
+
+/// The data behind these locks stays consistent whatever panicked while holding them.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -167,5 +204,30 @@ mod tests {
             throttle.failed("wang", address).is_empty(),
             "counted afresh"
         );
+    }
+
+    #[tokio::test]
+    async fn checks_reuse_their_memory_and_still_tell_passwords_apart() {
+        let limits = Limits {
+            concurrent_password_checks: 2,
+            ..Limits::default()
+        };
+        let throttle = LoginThrottle::new(&limits);
+        let hash = crate::units::hash_password("正确的密码").unwrap();
+        for _ in 0..3 {
+            let (first, second) = (
+                throttle.check().await.unwrap(),
+                throttle.check().await.unwrap(),
+            );
+            assert!(throttle.check().await.is_none(), "two at most");
+            assert!(first.verify("正确的密码", &hash));
+            assert!(!second.verify("wrong", &hash));
+        }
+        assert_eq!(
+            lock(&throttle.memory).len(),
+            2,
+            "one buffer per permit, reused"
+        );
+        assert!(!throttle.check().await.unwrap().verify("x", "not a hash"));
     }
 }

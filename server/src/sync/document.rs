@@ -50,6 +50,10 @@ pub enum Command {
         created_by: Option<String>,
         created_at: i64,
     },
+    /// Stands in for a bug no input is known to reach, to test that a panic costs one
+    /// document only.
+    #[cfg(test)]
+    Panic,
 }
 
 const COMMAND_QUEUE: usize = 1024;
@@ -365,6 +369,8 @@ impl DocumentActor {
                 count,
                 data,
             } => self.relay_ephemeral(&peer, session_id, count, data),
+            #[cfg(test)]
+            Command::Panic => panic!("injected"),
             Command::PeerGone { connection_id } => {
                 if let Some(subscriber) = self.subscribers.remove(&connection_id) {
                     self.save_sync_state(&subscriber);
@@ -1067,4 +1073,106 @@ fn nesting(doc: &Automerge, before: &[ChangeHash], limit: usize) -> Option<usize
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use zhiban_protocol::Message;
+
+    use super::*;
+    use crate::access::{Identity, Role};
+
+    /// A field worker's connection to the catalog of `unit_id`.
+    fn reader(
+        state: &AppState,
+        unit_id: &str,
+        user_id: &str,
+        connection_id: u64,
+    ) -> (Arc<Peer>, mpsc::Receiver<bytes::Bytes>) {
+        let identity = Identity {
+            user_id: user_id.into(),
+            device_id: format!("device {connection_id}"),
+            unit_id: unit_id.into(),
+            role: Role::Field,
+            cleared: false,
+        };
+        let (peer, outbox) = Peer::new(
+            connection_id,
+            identity,
+            [unit_id.to_owned()].into(),
+            CancellationToken::new(),
+            state.settings.limits.max_outbox_bytes,
+        );
+        (Arc::new(peer), outbox)
+    }
+
+    async fn request(state: &AppState, document_id: DocumentId, peer: &Arc<Peer>) {
+        let data = Automerge::new()
+            .generate_sync_message(&mut sync::State::new())
+            .unwrap()
+            .encode();
+        let command = Command::Sync {
+            peer: Arc::clone(peer),
+            data,
+            request: true,
+        };
+        state.documents.send(state, document_id, command).await;
+    }
+
+    async fn next(outbox: &mut mpsc::Receiver<bytes::Bytes>) -> Message {
+        let frame = tokio::time::timeout(Duration::from_secs(10), outbox.recv())
+            .await
+            .expect("a message in time")
+            .expect("the outbox is open");
+        Message::decode(&frame).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_costs_one_document_and_its_peers_reconnect_to_a_reloaded_copy() {
+        let data = tempfile::tempdir().unwrap();
+        let settings = crate::Settings {
+            data_dir: data.path().to_owned(),
+            ..crate::Settings::default()
+        };
+        let (state, _writer) = crate::start(settings).await.unwrap();
+        let now = crate::clock::system_ms();
+        let unit = crate::units::create_unit(&state.pool, "Town", None, now)
+            .await
+            .unwrap();
+        let catalog = state.catalog_key.id(&unit, false);
+        let (peer, mut outbox) = reader(&state, &unit, "anna", 1);
+        request(&state, catalog, &peer).await;
+        assert!(matches!(next(&mut outbox).await, Message::Sync { .. }));
+
+        state.documents.send(&state, catalog, Command::Panic).await;
+        let Message::Error { message } = next(&mut outbox).await else {
+            panic!("subscribers are told");
+        };
+        assert!(message.contains("failed"), "{message}");
+        tokio::time::timeout(Duration::from_secs(10), peer.cancelled().cancelled())
+            .await
+            .expect("and disconnected");
+        assert_eq!(peer.close_reason(), CloseReason::DocumentFailed);
+        assert_eq!(state.documents.failures.load(Ordering::Relaxed), 1);
+
+        // The next use loads it from storage again: a reconnecting device gets the catalog.
+        let (again, mut outbox) = reader(&state, &unit, "anna", 2);
+        request(&state, catalog, &again).await;
+        let Message::Sync { data, .. } = next(&mut outbox).await else {
+            panic!("the document answers again");
+        };
+        let mut copy = Automerge::new();
+        copy.receive_sync_message(
+            &mut sync::State::new(),
+            sync::Message::decode(&data).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            copy.get(automerge::ROOT, "documents").unwrap().is_some(),
+            "its stored content"
+        );
+    }
 }

@@ -131,7 +131,7 @@ async fn serve_peer(
         limits.max_outbox_bytes,
     );
     let peer = Arc::new(peer);
-    let refused = match handshake(&state, &mut socket, &peer).await {
+    let refused = match handshake(&mut socket, &peer).await {
         Err(reason) => Some(reason),
         Ok(()) => state.connections.add(peer.clone(), limits).err(),
     };
@@ -139,6 +139,25 @@ async fn serve_peer(
         tracing::warn!(%reason, "connection refused");
         send(&mut socket, error_frame(&reason), send_limit).await;
         send(&mut socket, close_frame(1008, "refused"), send_limit).await;
+        return;
+    }
+    let welcome = Message::Peer {
+        sender_id: state.server_peer_id.clone(),
+        target_id: peer.peer_id.clone(),
+        selected_protocol_version: PROTOCOL_VERSION.into(),
+        peer_metadata: Some(PeerMetadata {
+            storage_id: None,
+            is_ephemeral: false,
+        }),
+    };
+    if !send(
+        &mut socket,
+        WsMessage::Binary(welcome.encode().into()),
+        send_limit,
+    )
+    .await
+    {
+        state.connections.remove(&peer);
         return;
     }
     tracing::debug!("peer connected");
@@ -244,7 +263,8 @@ impl RateWindow {
     }
 }
 
-async fn handshake(state: &AppState, socket: &mut WebSocket, peer: &Peer) -> Result<(), String> {
+/// Reads and checks the peer's join; the answer waits until the connection is counted.
+async fn handshake(socket: &mut WebSocket, peer: &Peer) -> Result<(), String> {
     let first = match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.recv()).await {
         Err(_) => return Err("no join message in time".into()),
         Ok(None | Some(Err(_))) => return Err("connection closed before join".into()),
@@ -269,23 +289,11 @@ async fn handshake(state: &AppState, socket: &mut WebSocket, peer: &Peer) -> Res
             {
                 return Err("no supported protocol version (we speak \"1\")".into());
             }
+            Ok(())
         }
-        Ok(other) => return Err(format!("expected join, got {}", other.type_name())),
-        Err(error) => return Err(format!("malformed join message: {error}")),
+        Ok(other) => Err(format!("expected join, got {}", other.type_name())),
+        Err(error) => Err(format!("malformed join message: {error}")),
     }
-    let reply = Message::Peer {
-        sender_id: state.server_peer_id.clone(),
-        target_id: peer.peer_id.clone(),
-        selected_protocol_version: PROTOCOL_VERSION.into(),
-        peer_metadata: Some(PeerMetadata {
-            storage_id: None,
-            is_ephemeral: false,
-        }),
-    };
-    socket
-        .send(WsMessage::Binary(Bytes::from(reply.encode())))
-        .await
-        .map_err(|e| format!("cannot answer join: {e}"))
 }
 
 /// Handles one frame after the handshake; an `Err` closes the connection with that code.

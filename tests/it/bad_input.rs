@@ -129,14 +129,9 @@ async fn a_broken_automerge_payload_is_refused_and_the_document_is_unchanged() {
     let (id, doc) = stored_document(&app).await;
     let chunks = app.chunk_rows(id).await;
     let mut peer = app.peer("alice").await;
-    peer.send(&Message::Sync {
-        document_id: id,
-        sender_id: peer.peer_id.clone(),
-        target_id: peer.server_id.clone(),
-        data: b"\x42 not an automerge sync message".to_vec(),
-    })
-    .await
-    .unwrap();
+    peer.send_sync(id, b"\x42 not an automerge sync message".to_vec())
+        .await
+        .unwrap();
     match peer.recv().await.unwrap() {
         Received::Message(Message::Error { message }) => {
             assert!(message.contains("malformed sync message"), "{message}")

@@ -203,15 +203,7 @@ async fn a_failing_database_delays_the_acknowledgement_but_loses_nothing() {
     .unwrap();
     edit(&mut doc, "status", "substation down");
     let message = automerge::sync::SyncDoc::generate_sync_message(&doc, &mut state).unwrap();
-    alice
-        .send(&zhiban_protocol::Message::Sync {
-            document_id: id,
-            sender_id: alice.peer_id.clone(),
-            target_id: alice.server_id.clone(),
-            data: message.encode(),
-        })
-        .await
-        .unwrap();
+    alice.send_sync(id, message.encode()).await.unwrap();
     // No acknowledgement while the database refuses the write.
     assert!(
         alice.recv_within(Duration::from_millis(700)).await.is_err(),

@@ -351,6 +351,16 @@ impl RawPeer {
         }
     }
 
+    /// Sends `data` (an automerge sync message, or anything an attacker likes) as `sync`.
+    pub async fn send_sync(
+        &mut self,
+        document_id: DocumentId,
+        data: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let message = self.sync_message(document_id, data, false);
+        self.send(&message).await
+    }
+
     fn sync_message(&self, document_id: DocumentId, data: Vec<u8>, request: bool) -> Message {
         let (sender_id, target_id) = (self.peer_id.clone(), self.server_id.clone());
         Message::sync_or_request(request, document_id, sender_id, target_id, data)

@@ -21,6 +21,7 @@ mod device;
 mod durability;
 #[path = "../support/flaky_proxy.rs"]
 mod flaky_proxy;
+mod fuzz_corpora;
 mod helpers;
 mod hostile;
 mod interop;

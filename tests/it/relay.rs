@@ -32,13 +32,7 @@ async fn wait_for_value(
                 doc.receive_sync_message(state, automerge::sync::Message::decode(&data).unwrap())
                     .unwrap();
                 if let Some(reply) = doc.generate_sync_message(state) {
-                    let message = Message::Sync {
-                        document_id,
-                        sender_id: peer.peer_id.clone(),
-                        target_id: peer.server_id.clone(),
-                        data: reply.encode(),
-                    };
-                    peer.send(&message).await.unwrap();
+                    peer.send_sync(document_id, reply.encode()).await.unwrap();
                 }
             }
             Received::Message(_) => {}
@@ -190,15 +184,7 @@ async fn a_superior_office_reads_but_cannot_write() {
 
     edit(&mut copy, "title", "rewritten by the district");
     let message = copy.generate_sync_message(&mut state).unwrap();
-    district
-        .send(&Message::Sync {
-            document_id: id,
-            sender_id: district.peer_id.clone(),
-            target_id: district.server_id.clone(),
-            data: message.encode(),
-        })
-        .await
-        .unwrap();
+    district.send_sync(id, message.encode()).await.unwrap();
     // The server answers but does not take the change.
     let mut fresh = Automerge::new();
     let mut anna = app.peer("anna").await;
@@ -502,14 +488,7 @@ async fn unit_catalogs_list_new_documents_live_and_only_to_those_who_may_see_the
     assert!(!bob.sync(plain, &mut Automerge::new()).await.unwrap());
     edit(&mut catalog, "type", "vandalised");
     let message = catalog.generate_sync_message(&mut state).unwrap();
-    anna.send(&Message::Sync {
-        document_id: plain,
-        sender_id: anna.peer_id.clone(),
-        target_id: anna.server_id.clone(),
-        data: message.encode(),
-    })
-    .await
-    .unwrap();
+    anna.send_sync(plain, message.encode()).await.unwrap();
     let mut fresh = Automerge::new();
     assert!(
         app.peer("alice")

@@ -471,14 +471,7 @@ impl DocumentActor {
         };
         // Before automerge sees it: automerge trusts its input (see `validate`).
         let limits = self.state.settings.limits.clone();
-        let allowed = validate::Limits {
-            max_hashes: limits.max_message_hashes,
-            max_haves: 16,
-            max_chunks: limits.max_message_chunks,
-            max_bytes: limits.max_message_bytes,
-            max_ops: limits.max_message_ops,
-        };
-        if let Err(refusal) = validate::check(&message, &allowed) {
+        if let Err(refusal) = validate::check(&message, &validate::Limits::of(&limits)) {
             self.subscribers.remove(&connection_id);
             return self.refuse_message(&peer, refusal.to_string());
         }
@@ -523,36 +516,33 @@ impl DocumentActor {
         if subscriber.access == Some(Access::ReadOnly) && !message.changes.is_empty() {
             tracing::info!(peer = %peer.peer_id, "changes from a read-only peer ignored");
         }
-        if let Err(error) = self.document.receive_sync_message_log_patches(
+        let applied = validate::apply(
+            &mut self.document,
             &mut subscriber.state,
             message,
             &mut self.patches,
-        ) {
-            self.read_whole = true;
-            tracing::warn!(peer = %peer.peer_id, %error, "sync message refused");
-            peer.send(&Message::Error {
-                message: format!("sync message refused for {}: {error}", self.document_id),
-            });
-            return;
-        }
-        let brought = self.document.get_changes_meta(&before);
-        let actors: Vec<ActorId> = brought
-            .iter()
-            .map(|change| change.actor.as_ref().clone())
-            .collect();
-        let brought: Vec<String> = brought
-            .iter()
-            .map(|change| change.hash.to_string())
-            .collect();
+            limits.max_depth,
+        );
+        let brought = match applied {
+            Ok(validate::Applied::Changes(brought)) => brought,
+            Ok(validate::Applied::Error(error)) => {
+                tracing::warn!(peer = %peer.peer_id, %error, "sync message refused");
+                peer.send(&Message::Error {
+                    message: format!("sync message refused for {}: {error}", self.document_id),
+                });
+                return;
+            }
+            Err(refusal) => {
+                self.subscribers.remove(&connection_id);
+                return self.refuse_message(&peer, refusal.to_string());
+            }
+        };
+        let (actors, brought): (Vec<ActorId>, Vec<String>) = brought
+            .into_iter()
+            .map(|(actor, hash)| (actor, hash.to_string()))
+            .unzip();
         if let Err(reason) = self.check_authorship(&peer, actors).await {
             return self.take_back(&peer, &before, reason, false);
-        }
-        if let Some(depth) = nesting(&self.document, &before, limits.max_depth) {
-            let reason = format!(
-                "objects nest {depth} levels deep; the limit is {}",
-                limits.max_depth
-            );
-            return self.take_back(&peer, &before, reason, true);
         }
         if let Some(subscriber) = self.subscribers.get_mut(&connection_id) {
             subscriber.needs_reply = true;
@@ -630,6 +620,12 @@ impl DocumentActor {
     /// audit row, and the socket closed (a hostile peer does not get to try again at once;
     /// an honest device reconnects and reports the refusal).
     fn refuse_message(&mut self, peer: &Arc<Peer>, reason: String) {
+        self.tell_refused(peer, &reason);
+        peer.close(CloseReason::Refused);
+    }
+
+    /// The log line, the audit row and the peer's `error` for a refused message.
+    fn tell_refused(&self, peer: &Peer, reason: &str) {
         tracing::warn!(peer = %peer.peer_id, %reason, "sync message refused");
         self.state.committer.submit(Work::Audit(vec![
             audit::Entry::new("sync.refused")
@@ -638,16 +634,14 @@ impl DocumentActor {
                 .detail(json!({"reason": reason})),
         ]));
         peer.send(&Message::Error {
-            message: format!("sync message for {} refused: {reason}", self.document_id),
+            message: format!("changes to {} refused: {reason}", self.document_id),
         });
-        peer.close(CloseReason::Refused);
     }
 
     /// Takes back a message's changes: the document returns to `before` (which still holds
     /// this round's other changes) and the peer's sync state starts over. `close`: the
     /// changes broke a limit, and the peer's socket is closed too.
     fn take_back(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String, close: bool) {
-        tracing::warn!(peer = %peer.peer_id, %reason, "changes refused");
         // The round's patches describe changes no longer there.
         self.read_whole = true;
         self.patches = PatchLog::inactive();
@@ -667,15 +661,7 @@ impl DocumentActor {
             subscriber.state = sync::State::new();
             subscriber.state.read_only = read_only;
         }
-        self.state.committer.submit(Work::Audit(vec![
-            audit::Entry::new("sync.refused")
-                .by(&peer.identity.user_id, Some(&peer.identity.device_id))
-                .document(self.document_id)
-                .detail(json!({"reason": reason})),
-        ]));
-        peer.send(&Message::Error {
-            message: format!("changes to {} refused: {reason}", self.document_id),
-        });
+        self.tell_refused(peer, &reason);
         if close {
             peer.close(CloseReason::Refused);
         }
@@ -778,7 +764,8 @@ impl DocumentActor {
                 })
                 .collect();
             let record = self.project(registered.as_ref());
-            for (peer, changes) in self.authors.drain(..) {
+            // Not drained: a round refused for its size below tells its authors.
+            for (peer, changes) in &self.authors {
                 audit.push(
                     audit::Entry::new("sync.change")
                         .by(&peer.identity.user_id, Some(&peer.identity.device_id))
@@ -1047,32 +1034,6 @@ impl DocumentActor {
             self.save_sync_state(subscriber);
         }
     }
-}
-
-/// How deep the deepest object the changes since `before` made lies, if deeper than
-/// `limit`. Counted from each new object's parents (at most `limit` steps each), so a change
-/// costs work in proportion to itself, and nothing here recurses.
-fn nesting(doc: &Automerge, before: &[ChangeHash], limit: usize) -> Option<usize> {
-    for change in doc.get_changes(before) {
-        let actor = change.actor_id().to_hex_string();
-        let start = change.start_op().get();
-        for (index, op) in change.decode().operations.iter().enumerate() {
-            if !matches!(op.action, automerge::legacy::OpType::Make(_)) {
-                continue;
-            }
-            let counter = start.saturating_add(u64::try_from(index).unwrap_or(u64::MAX));
-            let Ok(object) = doc.import_obj(&format!("{counter}@{actor}")) else {
-                continue;
-            };
-            let depth = doc
-                .parents(&object)
-                .map_or(0, |parents| parents.take(limit.saturating_add(1)).count());
-            if depth >= limit {
-                return Some(depth.saturating_add(1));
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

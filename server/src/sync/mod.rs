@@ -5,7 +5,7 @@
 pub mod authorship;
 mod document;
 mod peer;
-mod validate;
+pub mod validate;
 
 use std::collections::HashSet;
 use std::sync::Arc;

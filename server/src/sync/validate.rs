@@ -8,7 +8,10 @@
 
 use std::io::Read;
 
-use automerge::sync::Message;
+use std::panic::AssertUnwindSafe;
+
+use automerge::sync::{self, Message, SyncDoc};
+use automerge::{ActorId, Automerge, AutomergeError, ChangeHash, PatchLog, ReadDoc};
 
 /// What a sync message may carry.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +41,24 @@ pub enum Refusal {
     Bloom(String),
     #[error("change chunk {0}")]
     Chunk(String),
+    #[error("objects nest {depth} levels deep; the limit is {limit}")]
+    TooDeep { depth: usize, limit: usize },
+    #[error("automerge cannot apply it")]
+    Unappliable,
+}
+
+impl Limits {
+    /// The limits the settings put on one message.
+    pub fn of(settings: &crate::settings::Limits) -> Limits {
+        Limits {
+            max_hashes: settings.max_message_hashes,
+            // automerge sends one; a few leave room for other implementations.
+            max_haves: 16,
+            max_chunks: settings.max_message_chunks,
+            max_bytes: settings.max_message_bytes,
+            max_ops: settings.max_message_ops,
+        }
+    }
 }
 
 fn too_many(what: &'static str, count: impl TryInto<u64>, limit: impl TryInto<u64>) -> Refusal {
@@ -397,6 +418,93 @@ impl<'a> Reader<'a> {
             })
             .collect()
     }
+}
+
+/// What applying a checked message came to.
+pub enum Applied {
+    /// The changes it brought, by actor.
+    Changes(Vec<(ActorId, ChangeHash)>),
+    /// An error automerge reports (a bad checksum, say); the document is as it was.
+    Error(AutomergeError),
+}
+
+/// Applies a checked message to `doc`: to a copy that replaces it only once automerge got
+/// through the message and the changes it brought nest no deeper than `max_depth`. Automerge
+/// 0.12 panics on some crafted changes (truncated numbers in columns, operations on objects
+/// that do not exist: fuzzing found several, `fuzz/regressions/`); a panic halfway would
+/// leave the document half-changed, and cost it and everyone working on it. Here it costs
+/// this message. A message with no changes to apply only moves `state`, and needs no copy.
+/// `state` and `patches` move on only when the message is applied.
+pub fn apply(
+    doc: &mut Automerge,
+    state: &mut sync::State,
+    message: Message,
+    patches: &mut PatchLog,
+    max_depth: usize,
+) -> Result<Applied, Refusal> {
+    let copy = !message.changes.is_empty() && !state.read_only;
+    let (mut document, mut new_state, mut new_patches) = if copy {
+        (Some(doc.clone()), state.clone(), patches.clone())
+    } else {
+        (None, state.clone(), patches.clone())
+    };
+    let before = doc.get_heads();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let target = document.as_mut().unwrap_or(doc);
+        if let Err(error) =
+            target.receive_sync_message_log_patches(&mut new_state, message, &mut new_patches)
+        {
+            return Ok(Applied::Error(error));
+        }
+        if let Some(depth) = nesting(target, &before, max_depth) {
+            return Err(Refusal::TooDeep {
+                depth,
+                limit: max_depth,
+            });
+        }
+        Ok(Applied::Changes(
+            target
+                .get_changes_meta(&before)
+                .into_iter()
+                .map(|change| (change.actor.as_ref().clone(), change.hash))
+                .collect(),
+        ))
+    }))
+    .map_err(|_| Refusal::Unappliable)??;
+    if let Applied::Changes(_) = outcome {
+        if let Some(document) = document {
+            *doc = document;
+        }
+        *state = new_state;
+        *patches = new_patches;
+    }
+    Ok(outcome)
+}
+
+/// After automerge applied a message (depth cannot be seen in the columns): how deep the
+/// deepest object the changes since `before` made lies, if deeper than `limit`. Counted from each new object's parents (at most `limit` steps each), so a change
+/// costs work in proportion to itself, and nothing here recurses.
+pub fn nesting(doc: &Automerge, before: &[ChangeHash], limit: usize) -> Option<usize> {
+    for change in doc.get_changes(before) {
+        let actor = change.actor_id().to_hex_string();
+        let start = change.start_op().get();
+        for (index, op) in change.decode().operations.iter().enumerate() {
+            if !matches!(op.action, automerge::legacy::OpType::Make(_)) {
+                continue;
+            }
+            let counter = start.saturating_add(u64::try_from(index).unwrap_or(u64::MAX));
+            let Ok(object) = doc.import_obj(&format!("{counter}@{actor}")) else {
+                continue;
+            };
+            let depth = doc
+                .parents(&object)
+                .map_or(0, |parents| parents.take(limit.saturating_add(1)).count());
+            if depth >= limit {
+                return Some(depth.saturating_add(1));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::helpers::{
 /// `cleared`) under a district office whose leader `district` reads it.
 struct Target {
     server: ServerProcess,
+    database_url: String,
     _data: tempfile::TempDir,
 }
 
@@ -63,6 +64,7 @@ impl Target {
         pool.close().await;
         Target {
             server: start_server_process(&settings, env).await,
+            database_url: settings.database_url(),
             _data: data,
         }
     }
@@ -147,14 +149,32 @@ impl Target {
         automerge::ReadDoc::keys(&copy, &documents).any(|id| id == report.to_string())
     }
 
+    /// The `detail` of every audit row recording `action`.
+    async fn audit(&self, action: &str) -> Vec<String> {
+        let pool = zhiban_server::db::connect(&self.database_url)
+            .await
+            .unwrap();
+        let details = sqlx::query_scalar("SELECT detail FROM audit_log WHERE action = $1")
+            .bind(action)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        details
+    }
+
     async fn healthy(&self) -> bool {
         reqwest::get(format!("http://{}/healthz", self.address()))
             .await
             .is_ok_and(|response| response.status() == 200)
     }
 
-    fn peak_mib(&self) -> u64 {
-        self.server.peak_rss_kib() / 1024
+    /// Asserts that the server's resident memory never reached `limit` MiB (and says what
+    /// it was, for `--nocapture`).
+    fn assert_peak_below(&self, limit: u64) {
+        let peak = self.server.peak_rss_kib() / 1024;
+        eprintln!("peak RSS {peak} MiB");
+        assert!(peak < limit, "peak RSS {peak} MiB");
     }
 }
 
@@ -232,7 +252,10 @@ async fn crafted_bloom_filters_are_refused_before_automerge_sees_them() {
         "colleagues still hear of reports"
     );
     assert!(target.healthy().await);
-    assert!(target.peak_mib() < 200, "peak {} MiB", target.peak_mib());
+    let refusals = target.audit("sync.refused").await;
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals[0].contains("bits per entry"), "{refusals:?}");
+    target.assert_peak_below(200);
 }
 
 #[tokio::test]
@@ -268,7 +291,7 @@ async fn a_deeply_nested_record_is_refused_every_time_without_crashing_the_serve
     let after = target.report("after the attack").await;
     assert!(target.catalog_lists(after).await);
     assert!(target.healthy().await);
-    assert!(target.peak_mib() < 300, "peak {} MiB", target.peak_mib());
+    target.assert_peak_below(300);
 }
 
 #[tokio::test]
@@ -294,7 +317,7 @@ async fn a_compressed_chunk_bomb_is_refused_without_being_inflated() {
     assert_eq!(code, Some(1008), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("inflated")), "{errors:?}");
     assert!(target.healthy().await);
-    assert!(target.peak_mib() < 200, "peak {} MiB", target.peak_mib());
+    target.assert_peak_below(200);
 }
 
 #[tokio::test]
@@ -357,7 +380,7 @@ async fn ephemeral_floods_and_peers_that_never_read_are_cut_off() {
     drop(sleeper);
     let after = target.report("after the attack").await;
     assert!(target.catalog_lists(after).await);
-    assert!(target.peak_mib() < 200, "peak {} MiB", target.peak_mib());
+    target.assert_peak_below(200);
 }
 
 #[tokio::test]
@@ -393,7 +416,7 @@ async fn offers_of_unknown_documents_cost_no_memory_and_are_limited() {
         stats["documents_loaded"].as_u64().unwrap() < 20,
         "offers are not held: {stats}"
     );
-    assert!(target.peak_mib() < 200, "peak {} MiB", target.peak_mib());
+    target.assert_peak_below(200);
 }
 
 #[tokio::test]
@@ -450,6 +473,7 @@ async fn an_account_creates_only_so_many_documents_and_none_past_the_size_limit(
     assert_eq!(text(&stored, "title").as_deref(), Some("大"));
     assert_eq!(text(&stored, "location"), None);
     assert!(target.healthy().await);
+    target.assert_peak_below(200);
 }
 
 #[tokio::test]
@@ -489,6 +513,8 @@ async fn failed_logins_lock_out_and_password_checks_are_bounded() {
     assert_eq!(attempt("anna".into(), PASSWORD).await.0, 200);
     // A name no user can have is refused before any password check.
     assert_eq!(attempt("x".repeat(100_000), "whatever").await.0, 400);
+    let lockouts = target.audit("auth.lockout").await;
+    assert!(lockouts[0].contains("username alice"), "{lockouts:?}");
 
     // 150 logins at once: each is answered (401 or 429), and memory stays bounded.
     let storm: Vec<_> = (0..150)
@@ -498,7 +524,7 @@ async fn failed_logins_lock_out_and_password_checks_are_bounded() {
         let (status, _) = login.await.unwrap();
         assert!(status == 401 || status == 429, "{status}");
     }
-    assert!(target.peak_mib() < 150, "peak {} MiB", target.peak_mib());
+    target.assert_peak_below(150);
     // Guessing across usernames locks the address out (whatever the storm's share was:
     // logins turned away busy count for nothing), even for the right password…
     let mut guesses = 0;
@@ -519,6 +545,11 @@ async fn failed_logins_lock_out_and_password_checks_are_bounded() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let failures = target.audit("auth.login_failed").await;
+    assert!(
+        failures.iter().all(|detail| detail.len() < 200),
+        "nothing huge is kept"
+    );
 }
 
 #[tokio::test]
@@ -634,4 +665,5 @@ async fn catalogs_cannot_be_squatted() {
         0,
         "nothing is announced into a document the server did not register as a catalog"
     );
+    target.assert_peak_below(200);
 }

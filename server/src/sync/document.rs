@@ -523,10 +523,16 @@ impl DocumentActor {
             &mut self.patches,
             limits.max_depth,
         );
+        if !matches!(applied, Ok(validate::Applied::Changes(_))) {
+            // The round's patches may hold part of what did not go in.
+            self.read_whole = true;
+            self.patches = PatchLog::inactive();
+        }
         let brought = match applied {
             Ok(validate::Applied::Changes(brought)) => brought,
             Ok(validate::Applied::Error(error)) => {
                 tracing::warn!(peer = %peer.peer_id, %error, "sync message refused");
+                self.subscribers.remove(&connection_id);
                 peer.send(&Message::Error {
                     message: format!("sync message refused for {}: {error}", self.document_id),
                 });

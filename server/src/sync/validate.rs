@@ -433,8 +433,9 @@ pub enum Applied {
 /// 0.12 panics on some crafted changes (truncated numbers in columns, operations on objects
 /// that do not exist: fuzzing found several, `fuzz/regressions/`); a panic halfway would
 /// leave the document half-changed, and cost it and everyone working on it. Here it costs
-/// this message. A message with no changes to apply only moves `state`, and needs no copy.
-/// `state` and `patches` move on only when the message is applied.
+/// this message. A message with no changes to apply needs no copy. After a refusal, `state`
+/// and `patches` are not to be trusted: the caller drops the peer's state and reads the
+/// document whole.
 pub fn apply(
     doc: &mut Automerge,
     state: &mut sync::State,
@@ -442,18 +443,11 @@ pub fn apply(
     patches: &mut PatchLog,
     max_depth: usize,
 ) -> Result<Applied, Refusal> {
-    let copy = !message.changes.is_empty() && !state.read_only;
-    let (mut document, mut new_state, mut new_patches) = if copy {
-        (Some(doc.clone()), state.clone(), patches.clone())
-    } else {
-        (None, state.clone(), patches.clone())
-    };
+    let mut copy = (!message.changes.is_empty() && !state.read_only).then(|| doc.clone());
     let before = doc.get_heads();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let target = document.as_mut().unwrap_or(doc);
-        if let Err(error) =
-            target.receive_sync_message_log_patches(&mut new_state, message, &mut new_patches)
-        {
+        let target = copy.as_mut().unwrap_or(doc);
+        if let Err(error) = target.receive_sync_message_log_patches(state, message, patches) {
             return Ok(Applied::Error(error));
         }
         if let Some(depth) = nesting(target, &before, max_depth) {
@@ -466,24 +460,23 @@ pub fn apply(
             target
                 .get_changes_meta(&before)
                 .into_iter()
-                .map(|change| (change.actor.as_ref().clone(), change.hash))
+                .map(|change| (change.actor.into_owned(), change.hash))
                 .collect(),
         ))
     }))
     .map_err(|_| Refusal::Unappliable)??;
-    if let Applied::Changes(_) = outcome {
-        if let Some(document) = document {
-            *doc = document;
-        }
-        *state = new_state;
-        *patches = new_patches;
+    if let (Applied::Changes(_), Some(copy)) = (&outcome, copy) {
+        *doc = copy;
     }
     Ok(outcome)
 }
 
 /// After automerge applied a message (depth cannot be seen in the columns): how deep the
-/// deepest object the changes since `before` made lies, if deeper than `limit`. Counted from each new object's parents (at most `limit` steps each), so a change
-/// costs work in proportion to itself, and nothing here recurses.
+/// deepest object the changes since `before` made lies, if deeper than `limit`. Counted from
+/// each new object's parents (at most `limit` steps each), so a change costs work in
+/// proportion to itself, and nothing here recurses. Taking the changes out again also
+/// proves that automerge can: it once could not for a document it had accepted (fuzzing),
+/// and the commit, which does the same, would have panicked.
 pub fn nesting(doc: &Automerge, before: &[ChangeHash], limit: usize) -> Option<usize> {
     for change in doc.get_changes(before) {
         let actor = change.actor_id().to_hex_string();

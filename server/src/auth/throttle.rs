@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::settings::Limits;
 const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// How long to wait for a free password check before answering 429.
 const CHECK_WAIT: Duration = Duration::from_secs(1);
+/// How long without password checks before their working memory is freed.
+const IDLE_RELEASE: Duration = Duration::from_secs(2);
 /// Failures are forgotten this long after the last one.
 const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 /// Most usernames and addresses remembered; beyond, the ones not locked are forgotten first.
@@ -46,8 +49,9 @@ pub struct Lockout {
 pub struct LoginThrottle {
     checks: Arc<Semaphore>,
     permits: usize,
-    /// Argon2 working memory of the checks not running now, while others run: never more
-    /// buffers than permits, none once no check runs.
+    generation: Arc<AtomicU64>,
+    /// Argon2 working memory of the checks not running now: never more buffers than
+    /// permits, none once the server has been quiet for `IDLE_RELEASE`.
     memory: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
     failures: Mutex<HashMap<Key, Failures>>,
     per_username: u32,
@@ -60,6 +64,7 @@ impl LoginThrottle {
         Self {
             checks: Arc::new(Semaphore::new(limits.concurrent_password_checks.max(1))),
             permits: limits.concurrent_password_checks.max(1),
+            generation: Arc::default(),
             memory: Arc::default(),
             failures: Mutex::default(),
             per_username: limits.failed_logins_per_username.max(1),
@@ -94,6 +99,7 @@ impl LoginThrottle {
             _permit: permit,
             checks: Arc::clone(&self.checks),
             permits: self.permits,
+            generation: Arc::clone(&self.generation),
             memory,
             pool: Arc::clone(&self.memory),
         })
@@ -157,6 +163,8 @@ pub struct PasswordCheck {
     _permit: OwnedSemaphorePermit,
     checks: Arc<Semaphore>,
     permits: usize,
+    /// Bumped by each check that ends with none running; a release waits for quiet.
+    generation: Arc<AtomicU64>,
     memory: Vec<argon2::Block>,
     pool: Arc<Mutex<Vec<Vec<argon2::Block>>>>,
 }
@@ -170,17 +178,30 @@ impl PasswordCheck {
 
 impl Drop for PasswordCheck {
     /// During a storm of logins the buffers are reused: allocating and freeing 19 MiB for
-    /// each check fragmented the heap past 1 GB. When this was the last check running, all
-    /// of them are freed, so a quiet server holds none (a freed buffer goes back to the
-    /// system, as it is too large for the allocator to keep).
+    /// each check fragmented the heap past 1 GB. Once no check has run for `IDLE_RELEASE`,
+    /// they are freed, so a quiet server holds none.
     fn drop(&mut self) {
-        let running = self.permits - self.checks.available_permits();
-        let mut pool = lock(&self.pool);
-        if running > 1 {
-            pool.push(std::mem::take(&mut self.memory));
-        } else {
-            pool.clear();
-        }
+        lock(&self.pool).push(std::mem::take(&mut self.memory));
+        let (Ok(runtime), true) = (
+            tokio::runtime::Handle::try_current(),
+            self.permits - self.checks.available_permits() == 1,
+        ) else {
+            return;
+        };
+        let (checks, permits, pool) = (
+            Arc::clone(&self.checks),
+            self.permits,
+            Arc::clone(&self.pool),
+        );
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let latest = Arc::clone(&self.generation);
+        runtime.spawn(async move {
+            tokio::time::sleep(IDLE_RELEASE).await;
+            if checks.available_permits() == permits && latest.load(Ordering::Relaxed) == generation
+            {
+                lock(&pool).clear();
+            }
+        });
     }
 }
 
@@ -238,13 +259,15 @@ mod tests {
             );
             assert!(throttle.check().await.is_none(), "two at most");
             assert!(first.verify("正确的密码", &hash));
-            assert_eq!(lock(&throttle.memory).len(), 1, "kept while another runs");
-            let third = throttle.check().await.unwrap();
-            assert_eq!(lock(&throttle.memory).len(), 0, "and reused");
             assert!(!second.verify("wrong", &hash));
-            assert!(!third.verify("正确的密码x", &hash));
-            assert_eq!(lock(&throttle.memory).len(), 0, "freed when none runs");
         }
+        assert_eq!(
+            lock(&throttle.memory).len(),
+            2,
+            "one buffer per permit, reused"
+        );
+        tokio::time::sleep(IDLE_RELEASE + Duration::from_millis(200)).await;
+        assert_eq!(lock(&throttle.memory).len(), 0, "freed once quiet");
         assert!(!throttle.check().await.unwrap().verify("x", "not a hash"));
     }
 }

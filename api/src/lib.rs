@@ -196,6 +196,24 @@ pub struct UnitView {
     pub classified_catalog: Option<DocumentId>,
 }
 
+/// A unit's own reporting intervals in minutes (D11, D12); null: the deployment's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IntervalsBody {
+    pub first_report_minutes: Option<u32>,
+    pub follow_up_minutes: Option<u32>,
+}
+
+/// The reporting intervals a unit's deadlines, alerts and figures follow, in minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Intervals {
+    pub unit_id: UnitId,
+    pub first_report_minutes: i64,
+    pub follow_up_minutes: i64,
+}
+
 // ---- records -------------------------------------------------------------------------------
 
 /// The types of duty record.
@@ -656,6 +674,7 @@ pub struct TimelineEntry {
     pub alert_id: AlertId,
     pub at: i64,
     /// `alert.raised`, `alert.step`, `alert.repeat`, `alert.step_failed`, `alert.acknowledged`,
+    /// `alert.taken_over` (by an office above),
     /// `alert.resolved`, `push.delivered`, `push.retry`, `push.failed`, `push.gone`,
     /// `push.received`, `rollcall.answered`.
     pub event: String,

@@ -46,10 +46,6 @@ impl ReportKind {
     }
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl Device {
     async fn user_id(&self) -> Result<String, Error> {
         Ok(self.identity().await.ok_or(Error::NotLoggedIn)?.user_id)
@@ -85,7 +81,7 @@ impl Device {
                 let (id, _) = self
                     .create_record(&json!({
                         "type": "duty_log", "schema": zhiban_records::SCHEMA,
-                        "title": format!("Duty log {date}"), "shift_start": now(), "entries": [],
+                        "title": format!("Duty log {date}"), "shift_start": crate::now_ms(), "entries": [],
                     }))
                     .await?;
                 self.inner.store.set_setting(&key, &id.to_string()).await?;
@@ -93,7 +89,7 @@ impl Device {
             }
         };
         let entry = json!({
-            "received_at": now(), "caller_unit": call.caller_unit, "caller_name": call.caller_name,
+            "received_at": crate::now_ms(), "caller_unit": call.caller_unit, "caller_name": call.caller_name,
             "phone": call.phone, "content": call.content, "handling": call.handling,
             "handler": handler, "incident": call.incident.map(|id| id.to_string()),
         });
@@ -118,7 +114,7 @@ impl Device {
                 "the incident already has its final report".into(),
             ));
         }
-        let report = json!({"kind": kind.as_str(), "at": now(), "by": by, "text": text});
+        let report = json!({"kind": kind.as_str(), "at": crate::now_ms(), "by": by, "text": text});
         self.append(incident, &["reports"], &report).await?;
         if kind == ReportKind::Final {
             self.set_field(incident, &["status"], &json!("closed"))
@@ -133,21 +129,26 @@ impl Device {
     }
 
     /// A leader's instruction addressed to `to` (a user id): the server alerts them until they
-    /// acknowledge it (D14, D23). It counts as the leader's only when written from their own
-    /// device.
+    /// acknowledge it (D14, D23). Only leaders (of the unit or an office above) give them.
     pub async fn add_instruction_to(
         &self,
         incident: &DocumentId,
         text: &str,
         to: Option<&str>,
     ) -> Result<(), Error> {
-        let by = self.user_id().await?;
+        let identity = self.identity().await.ok_or(Error::NotLoggedIn)?;
         self.record_of(incident, "incident").await?;
         if text.trim().is_empty() {
             return Err(Error::Invalid("an instruction needs its text".into()));
         }
-        let instruction =
-            json!({"by": by, "to": to, "at": now(), "text": text, "steps": [], "done": false});
+        // The server would refuse it (rule W5); saying so now beats a change that never goes.
+        if identity.role != zhiban_api::Role::Leader {
+            return Err(Error::Invalid(
+                "only a leader gives instructions (rule W5)".into(),
+            ));
+        }
+        let by = identity.user_id;
+        let instruction = json!({"by": by, "to": to, "at": crate::now_ms(), "text": text, "steps": [], "done": false});
         self.append(incident, &["instructions"], &instruction).await
     }
 
@@ -162,7 +163,7 @@ impl Device {
         previous: Option<&DocumentId>,
     ) -> Result<DocumentId, Error> {
         let by = self.user_id().await?;
-        let at = now();
+        let at = crate::now_ms();
         let mut items: Vec<Value> = Vec::new();
         if let Some(previous) = previous {
             let earlier = self.get(previous).await?;
@@ -200,7 +201,7 @@ impl Device {
         self.set_field(
             handover,
             &["signatures", side],
-            &json!({"by": by, "at": now()}),
+            &json!({"by": by, "at": crate::now_ms()}),
         )
         .await
     }
@@ -235,7 +236,7 @@ impl Device {
                 Some((_, item)) => item,
                 None => return Err(automerge::AutomergeError::InvalidIndex(position)),
             };
-            tx.put(&item, "closed_at", now())?;
+            tx.put(&item, "closed_at", crate::now_ms())?;
             tx.put(&item, "closed_by", by.as_str())?;
             Ok(())
         })
@@ -299,7 +300,7 @@ impl Device {
                 if approve { "approved" } else { "rejected" },
             )?;
             tx.put(&request, "decided_by", by.as_str())?;
-            tx.put(&request, "decided_at", now())?;
+            tx.put(&request, "decided_at", crate::now_ms())?;
             Ok(())
         })
         .await

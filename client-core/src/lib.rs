@@ -115,6 +115,9 @@ pub struct DocumentSummary {
     pub title: Option<String>,
     /// Whether the server has confirmed it.
     pub status: DeliveryStatus,
+    /// Why the server refused this device's changes to it, if it did and has confirmed
+    /// nothing since.
+    pub refused: Option<String>,
 }
 
 /// Something the application may want to show.
@@ -128,6 +131,9 @@ pub enum Event {
     DocumentChanged(DocumentId),
     /// The server confirmed holding this document's changes.
     Received(DocumentId),
+    /// The server refused this device's changes to a document, for this reason (a rule of
+    /// `docs/write-policy.md` or a limit). The changes stay on the device, not "received".
+    Refused(DocumentId, String),
     /// The server says this device is revoked; syncing has stopped.
     Revoked,
 }
@@ -528,6 +534,7 @@ impl Device {
 
     /// Every document on the device, with its delivery status.
     pub async fn list(&self) -> Result<Vec<DocumentSummary>, Error> {
+        let mut refusals = self.inner.store.refusals().await?;
         let documents = self.inner.documents.lock().await;
         let mut list: Vec<DocumentSummary> = documents
             .iter()
@@ -536,6 +543,7 @@ impl Device {
                 kind: root_string(&held.doc, "type"),
                 title: root_string(&held.doc, "title"),
                 status: delivery_status(held),
+                refused: refusals.remove(&id.to_string()),
             })
             .collect();
         list.sort_by_key(|summary| summary.id.to_string());
@@ -626,4 +634,9 @@ fn delivery_status(held: &Held) -> DeliveryStatus {
     } else {
         DeliveryStatus::SavedOnDevice
     }
+}
+
+/// The device's clock, in milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

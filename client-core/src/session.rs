@@ -194,7 +194,7 @@ impl Session {
                 return Err(Error::Revoked);
             }
             let tokens = data.tokens.as_ref().ok_or(Error::NotLoggedIn)?;
-            if tokens.access_expires_at - REFRESH_MARGIN_MS > now_ms() {
+            if tokens.access_expires_at - REFRESH_MARGIN_MS > crate::now_ms() {
                 return Ok(tokens.access_token.clone());
             }
         }
@@ -348,10 +348,6 @@ async fn error_text(response: reqwest::Response) -> String {
     format!("{status}: {message}")
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// The catalogs of `units` the device follows.
 fn catalogs(units: &[UnitView]) -> Vec<DocumentId> {
     units
@@ -364,7 +360,7 @@ fn catalogs(units: &[UnitView]) -> Vec<DocumentId> {
 /// because the lifetime is the server's number and must not wrap into the past.
 fn expires_at(expires_in: u64) -> i64 {
     let lifetime = i64::try_from(expires_in.saturating_mul(1000)).unwrap_or(i64::MAX);
-    now_ms().saturating_add(lifetime)
+    crate::now_ms().saturating_add(lifetime)
 }
 
 #[cfg(test)]
@@ -385,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_token_lifetime_cannot_wrap_into_the_past() {
-        assert!(expires_at(u64::MAX) > now_ms());
-        assert!(expires_at(60) >= now_ms() + 59_000);
+        assert!(expires_at(u64::MAX) > crate::now_ms());
+        assert!(expires_at(60) >= crate::now_ms() + 59_000);
     }
 }

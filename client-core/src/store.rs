@@ -2,6 +2,7 @@
 //! Everything the device holds lives here, so every operation works with no network, and
 //! several processes of one device (the CLI and a background `run`) can share it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -53,6 +54,37 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Records (or, with None, clears) the server's refusal of this device's changes.
+    pub async fn set_refusal(
+        &self,
+        id: DocumentId,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<(), Error> {
+        match reason {
+            Some(reason) => sqlx::query(
+                "INSERT INTO refusals (document_id, reason, at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document_id) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            )
+            .bind(id.to_string())
+            .bind(reason)
+            .bind(at),
+            None => sqlx::query("DELETE FROM refusals WHERE document_id = ?1").bind(id.to_string()),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every standing refusal, by document id.
+    pub async fn refusals(&self) -> Result<HashMap<String, String>, Error> {
+        Ok(sqlx::query_as("SELECT document_id, reason FROM refusals")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>, Error> {

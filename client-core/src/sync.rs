@@ -189,6 +189,13 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
         states: HashMap::new(),
         catalogs: identity.catalogs.iter().copied().collect(),
         outgoing: Vec::new(),
+        refused: match device.inner.store.refusals().await {
+            Ok(refusals) => refusals.keys().filter_map(|id| id.parse().ok()).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the server's refusals");
+                HashSet::new()
+            }
+        },
     };
     let ended = connection.serve(&mut socket, stopped).await;
     let _ = socket.close(None).await;
@@ -234,6 +241,8 @@ struct Connection<'a> {
     states: HashMap<DocumentId, SyncState>,
     catalogs: HashSet<DocumentId>,
     outgoing: Vec<Message>,
+    /// Documents whose changes the server refused, until it confirms them after all.
+    refused: HashSet<DocumentId>,
 }
 
 impl Connection<'_> {
@@ -395,6 +404,7 @@ impl Connection<'_> {
     async fn receive(&mut self, messages: Vec<Message>) -> Result<(), Error> {
         let mut writes = Vec::new();
         let mut touched = Vec::new();
+        let mut refusals = Vec::new();
         let mut new_in_catalogs = Vec::new();
         {
             let mut documents = self.device.inner.documents.lock().await;
@@ -412,6 +422,9 @@ impl Connection<'_> {
                     }
                     Message::Error { message } => {
                         tracing::warn!(%message, "server reported an error");
+                        if let Some((id, reason)) = refusal(&message) {
+                            refusals.push((id, reason.to_owned()));
+                        }
                         continue;
                     }
                     _ => continue,
@@ -467,12 +480,23 @@ impl Connection<'_> {
         if !writes.is_empty() {
             self.device.inner.store.commit_remote(&writes).await?;
         }
+        let store = &self.device.inner.store;
+        for (id, reason) in refusals {
+            store
+                .set_refusal(id, Some(&reason), crate::now_ms())
+                .await?;
+            self.refused.insert(id);
+            self.device.emit(Event::Refused(id, reason));
+        }
         let ids: Vec<DocumentId> = touched.iter().map(|(id, _, _)| *id).collect();
         for (id, changed, received) in touched {
             if changed {
                 self.device.emit(Event::DocumentChanged(id));
             }
             if received {
+                if self.refused.remove(&id) {
+                    store.set_refusal(id, None, crate::now_ms()).await?;
+                }
                 self.device.emit(Event::Received(id));
             }
         }
@@ -565,4 +589,15 @@ fn catalog_entries(doc: &Automerge) -> Vec<DocumentId> {
         Ok(Some((_, map))) => doc.keys(&map).filter_map(|key| key.parse().ok()).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The document and reason of a server `error` that refused this device's changes (the
+/// server's wording: `changes to <id> refused: <reason>`, or `document <id> refused: …` for a
+/// new document it would not register).
+fn refusal(message: &str) -> Option<(DocumentId, &str)> {
+    let (subject, reason) = message.split_once(" refused: ")?;
+    let id = subject
+        .strip_prefix("changes to ")
+        .or_else(|| subject.strip_prefix("document "))?;
+    Some((id.parse().ok()?, reason))
 }

@@ -13,10 +13,37 @@ pub const CATEGORIES: [&str; 4] = [
     "social_security",
 ];
 
-/// D11: the first report is due this long after the event became known.
-pub const FIRST_REPORT_WITHIN_MS: i64 = 60 * 60 * 1000;
-/// D12: follow-up reports are due this often until the final report.
-pub const FOLLOW_UP_EVERY_MS: i64 = 2 * 60 * 60 * 1000;
+/// How soon reports are due (D11, D12): set per deployment, overridden per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    /// D11: the first report is due this long after the event became known.
+    pub first_report_ms: i64,
+    /// D12: follow-up reports are due this often until the final report.
+    pub follow_up_ms: i64,
+}
+
+impl Default for Intervals {
+    /// The statutory defaults: one hour, then every two hours.
+    fn default() -> Self {
+        Intervals {
+            first_report_ms: 60 * 60 * 1000,
+            follow_up_ms: 2 * 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Intervals {
+    /// The deployment's intervals, replaced by those a unit sets (minutes).
+    pub fn with(self, first_report_minutes: Option<i64>, follow_up_minutes: Option<i64>) -> Self {
+        Intervals {
+            first_report_ms: first_report_minutes.map_or(self.first_report_ms, |minutes| {
+                minutes.saturating_mul(60_000)
+            }),
+            follow_up_ms: follow_up_minutes
+                .map_or(self.follow_up_ms, |minutes| minutes.saturating_mul(60_000)),
+        }
+    }
+}
 
 /// Urgency (D10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,8 +231,10 @@ impl Timeliness {
         follow_ups: &[i64],
         closed_at: Option<i64>,
         now: i64,
+        intervals: Intervals,
     ) -> Timeliness {
-        let first_report_due_at = known_at.map(|known| time::after(known, FIRST_REPORT_WITHIN_MS));
+        let first_report_due_at =
+            known_at.map(|known| time::after(known, intervals.first_report_ms));
         let first_report_minutes_late = first_report_due_at.map(|due| {
             let reported = first_report_at.unwrap_or(now);
             reported.saturating_sub(due).max(0) / 60_000
@@ -213,13 +242,11 @@ impl Timeliness {
         let (follow_ups_due, next_follow_up_due_at) = match first_report_at {
             Some(first) => {
                 let until = closed_at.unwrap_or(now);
-                let due = until.saturating_sub(first).max(0) / FOLLOW_UP_EVERY_MS;
-                let next = closed_at.is_none().then(|| {
-                    time::after(
-                        first,
-                        due.saturating_add(1).saturating_mul(FOLLOW_UP_EVERY_MS),
-                    )
-                });
+                let every = intervals.follow_up_ms.max(60_000);
+                let due = until.saturating_sub(first).max(0) / every;
+                let next = closed_at
+                    .is_none()
+                    .then(|| time::after(first, due.saturating_add(1).saturating_mul(every)));
                 (usize::try_from(due).unwrap_or(usize::MAX), next)
             }
             None => (0, None),

@@ -18,6 +18,7 @@ pub mod duty_log;
 pub mod handover;
 pub mod incident;
 pub mod json;
+pub mod policy;
 pub mod read;
 pub mod register;
 pub mod roster;
@@ -31,8 +32,8 @@ pub use daily_report::DailyReport;
 pub use duty_log::{DutyLog, LogEntry};
 pub use handover::{Handover, PendingItem, Signature, Signatures};
 pub use incident::{
-    Attachment, CATEGORIES, FIRST_REPORT_WITHIN_MS, FOLLOW_UP_EVERY_MS, Grade, Incident,
-    Instruction, Level, Report, ReportKind, Step, Timeliness, missing_core_elements,
+    Attachment, CATEGORIES, Grade, Incident, Instruction, Intervals, Level, Report, ReportKind,
+    Step, Timeliness, missing_core_elements,
 };
 pub use register::{DocumentRegister, RegisteredDocument};
 pub use roster::{Person, Roster, Shift, ShiftRequest};
@@ -263,7 +264,14 @@ mod tests {
     #[test]
     fn timeliness_counts_lateness_and_follow_ups() {
         let hour = 3_600_000;
-        let late = Timeliness::of(Some(0), Some(hour + 30 * 60_000), &[], None, 6 * hour);
+        let late = Timeliness::of(
+            Some(0),
+            Some(hour + 30 * 60_000),
+            &[],
+            None,
+            6 * hour,
+            Intervals::default(),
+        );
         assert_eq!(late.first_report_minutes_late, Some(30));
         // First report at 1.5 h, now 6 h: two follow-ups due (3.5 h, 5.5 h), none made.
         assert_eq!(late.follow_ups_due, 2);
@@ -277,12 +285,19 @@ mod tests {
             &[3 * hour],
             Some(4 * hour),
             99 * hour,
+            Intervals::default(),
         );
         assert_eq!(closed.first_report_minutes_late, Some(0));
         assert_eq!((closed.follow_ups_due, closed.follow_ups_made), (1, 1));
         assert_eq!(closed.next_follow_up_due_at, None);
-        let missing = Timeliness::of(Some(0), None, &[], None, 3 * hour);
+        let missing = Timeliness::of(Some(0), None, &[], None, 3 * hour, Intervals::default());
         assert_eq!(missing.first_report_minutes_late, Some(120));
+        // A unit that wants its first reports within 30 minutes and follow-ups hourly.
+        let strict = Intervals::default().with(Some(30), Some(60));
+        let tight = Timeliness::of(Some(0), Some(hour), &[], None, 3 * hour, strict);
+        assert_eq!(tight.first_report_minutes_late, Some(30));
+        assert_eq!(tight.follow_ups_due, 2);
+        assert_eq!(tight.next_follow_up_due_at, Some(4 * hour));
     }
 
     #[test]

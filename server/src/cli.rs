@@ -173,7 +173,7 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             Ok(())
         }
         Admin::Reproject => {
-            let documents = crate::commit::reproject(&pool, now).await?;
+            let documents = crate::commit::reproject(&pool, now, settings.intervals()).await?;
             println!("reprojected {documents} documents");
             Ok(())
         }

@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
-use zhiban_records::{FIRST_REPORT_WITHIN_MS, Timeliness};
+use zhiban_records::{Intervals, Timeliness};
 
 use crate::AppState;
 use crate::access::{Identity, Visibility};
@@ -119,6 +119,8 @@ struct Scope<'a> {
     from: i64,
     to: i64,
     now: i64,
+    /// The unit's reporting intervals (D11, D12), which the deadlines counted here follow.
+    intervals: Intervals,
 }
 
 /// Key figures of one unit over a window (D17), as JSON or CSV.
@@ -148,6 +150,8 @@ pub(crate) async fn kpis(
         from,
         to,
         now,
+        intervals: crate::units::intervals(&state.pool, &unit_id, state.settings.intervals())
+            .await?,
     };
     let (rollcalls, (reporting, follow_ups), acknowledgement, coverage) = tokio::try_join!(
         rollcalls(&scope),
@@ -292,12 +296,12 @@ async fn incidents(scope: &Scope<'_>) -> Result<(Reporting, FollowUps), sqlx::Er
         match first_report_at {
             Some(first) => {
                 reporting.incidents += 1;
-                if first.saturating_sub(known_at) <= FIRST_REPORT_WITHIN_MS {
+                if first.saturating_sub(known_at) <= scope.intervals.first_report_ms {
                     reporting.first_report_on_time += 1;
                 }
             }
             // No first report yet: late once the deadline has passed, undecided before.
-            None if scope.now > known_at.saturating_add(FIRST_REPORT_WITHIN_MS) => {
+            None if scope.now > known_at.saturating_add(scope.intervals.first_report_ms) => {
                 reporting.incidents += 1
             }
             None => {}
@@ -310,6 +314,7 @@ async fn incidents(scope: &Scope<'_>) -> Result<(Reporting, FollowUps), sqlx::Er
             &made,
             row.try_get("final_report_at")?,
             scope.now,
+            scope.intervals,
         );
         if timeliness.follow_ups_due > 0 {
             follow_ups.incidents += 1;

@@ -186,8 +186,13 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
         outbox: outbox.clone(),
         wake: alerts_wake.clone(),
     };
-    let (committer, writer) =
-        commit::Committer::spawn(pool.clone(), backend, clock.clone(), handoff);
+    let (committer, writer) = commit::Committer::spawn(
+        pool.clone(),
+        backend,
+        clock.clone(),
+        settings.intervals(),
+        handoff,
+    );
     let worker = alerts::worker::Worker {
         pool: pool.clone(),
         backend,

@@ -41,6 +41,10 @@ pub struct Settings {
     pub utc_offset_hours: i32,
     /// On holidays, a unit's daily (or zero) report is due at this local hour (D15).
     pub daily_report_hour: u32,
+    /// D11: minutes from an event becoming known to its first report (a unit may set its own).
+    pub first_report_minutes: u32,
+    /// D12: minutes between follow-up reports until the final one (a unit may set its own).
+    pub follow_up_minutes: u32,
     /// The VAPID `sub` claim: whom push services may contact about our traffic (RFC 8292).
     pub push_contact: String,
     /// The clock deadlines and escalations run on; tests inject a manual one.
@@ -143,6 +147,8 @@ impl Default for Settings {
             log: "info".into(),
             utc_offset_hours: 8,
             daily_report_hour: 16,
+            first_report_minutes: 60,
+            follow_up_minutes: 120,
             push_contact: "mailto:duty-office@example.invalid".into(),
             clock: crate::clock::Clock::system(),
         }
@@ -170,6 +176,8 @@ impl fmt::Debug for Settings {
             .field("log", &self.log)
             .field("utc_offset_hours", &self.utc_offset_hours)
             .field("daily_report_hour", &self.daily_report_hour)
+            .field("first_report_minutes", &self.first_report_minutes)
+            .field("follow_up_minutes", &self.follow_up_minutes)
             .field("push_contact", &self.push_contact)
             .field("clock", &self.clock)
             .finish()
@@ -177,6 +185,14 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The deployment's reporting intervals (D11, D12), each at least a minute.
+    pub fn intervals(&self) -> zhiban_records::Intervals {
+        zhiban_records::Intervals::default().with(
+            Some(i64::from(self.first_report_minutes.max(1))),
+            Some(i64::from(self.follow_up_minutes.max(1))),
+        )
+    }
+
     /// Defaults → `file` (if given, it must exist) → `ZHIBAN_*` environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));

@@ -3,17 +3,81 @@
 
 use argon2::{Argon2, PasswordHasher};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use sqlx::Row;
-use zhiban_api::UnitView;
+use zhiban_api::{IntervalsBody, UnitView};
 
 use crate::AppState;
 use crate::access::{Identity, Role, visible_units};
 use crate::audit::{self, Entry};
-use crate::error::AppError;
+use crate::error::{ApiJson, AppError};
 
 pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/api/units", axum::routing::get(visible))
+    axum::Router::new()
+        .route("/api/units", axum::routing::get(visible))
+        .route(
+            "/api/units/{id}/intervals",
+            axum::routing::put(set_intervals),
+        )
+}
+
+/// Sets a unit's own reporting intervals (D11, D12: "or as the superior office requires"):
+/// its leaders, or an admin of it or of an office above. Deadlines raised from then on, the
+/// incident views and the figures follow them.
+#[utoipa::path(put, path = "/api/units/{id}/intervals", tag = "units", request_body = IntervalsBody,
+    params(("id" = String, Path)),
+    responses((status = 200, body = zhiban_api::Intervals), (status = 400, body = zhiban_api::ErrorBody),
+        (status = 403, body = zhiban_api::ErrorBody), (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn set_intervals(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(unit_id): Path<String>,
+    ApiJson(body): ApiJson<IntervalsBody>,
+) -> Result<Json<zhiban_api::Intervals>, AppError> {
+    if !visible_units(&state.pool, &identity.unit_id)
+        .await?
+        .contains(&unit_id)
+    {
+        return Err(AppError::NotFound("no such unit"));
+    }
+    let allowed = identity.role == Role::Admin
+        || (identity.role == Role::Leader && identity.unit_id == unit_id);
+    if !allowed {
+        return Err(AppError::Forbidden(
+            "only the unit's leaders or an admin set its reporting intervals",
+        ));
+    }
+    for (name, minutes) in [
+        ("first_report_minutes", body.first_report_minutes),
+        ("follow_up_minutes", body.follow_up_minutes),
+    ] {
+        if minutes.is_some_and(|minutes| !(5..=24 * 60).contains(&minutes)) {
+            return Err(AppError::BadRequest(format!(
+                "{name} must be 5 to 1440 minutes (or null for the deployment's)"
+            )));
+        }
+    }
+    let now = state.clock.now_ms();
+    let mut tx = crate::db::begin_write(&state.pool).await?;
+    sqlx::query("UPDATE units SET first_report_minutes = $1, follow_up_minutes = $2 WHERE id = $3")
+        .bind(body.first_report_minutes.map(i64::from))
+        .bind(body.follow_up_minutes.map(i64::from))
+        .bind(&unit_id)
+        .execute(&mut *tx)
+        .await?;
+    let entry = Entry::new("unit.intervals")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .detail(serde_json::json!({"unit_id": unit_id, "first_report_minutes": body.first_report_minutes,
+            "follow_up_minutes": body.follow_up_minutes}));
+    audit::append(&mut tx, &[entry], now).await?;
+    tx.commit().await?;
+    let effective = intervals(&state.pool, &unit_id, state.settings.intervals()).await?;
+    Ok(Json(zhiban_api::Intervals {
+        unit_id: unit_id.into(),
+        first_report_minutes: effective.first_report_ms / 60_000,
+        follow_up_minutes: effective.follow_up_ms / 60_000,
+    }))
 }
 
 /// The caller's unit and every unit below it, with their catalogs' ids (the classified one
@@ -280,4 +344,23 @@ pub async fn users_with_roles(
         .iter()
         .map(|row| row.try_get("id"))
         .collect()
+}
+
+/// A unit's reporting intervals (D11, D12): its own where it set them, else `deployment`.
+pub async fn intervals<'c, E>(
+    executor: E,
+    unit_id: &str,
+    deployment: zhiban_records::Intervals,
+) -> Result<zhiban_records::Intervals, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let own: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT first_report_minutes, follow_up_minutes FROM units WHERE id = $1")
+            .bind(unit_id)
+            .fetch_optional(executor)
+            .await?;
+    Ok(own.map_or(deployment, |(first, follow_up)| {
+        deployment.with(first, follow_up)
+    }))
 }

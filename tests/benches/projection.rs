@@ -66,7 +66,13 @@ async fn run() -> anyhow::Result<()> {
         wake: Default::default(),
     };
     let now = Clock::system();
-    let (committer, writer) = Committer::spawn(pool.clone(), backend, now.clone(), handoff);
+    let (committer, writer) = Committer::spawn(
+        pool.clone(),
+        backend,
+        now.clone(),
+        zhiban_records::Intervals::default(),
+        handoff,
+    );
     let unit_id = zhiban_server::units::create_unit(&pool, "Bench", None, now.now_ms()).await?;
     let meta = DocumentMeta {
         unit_id: unit_id.clone(),

@@ -69,8 +69,9 @@ impl Scene {
         let now = scene.clock.now_ms();
         let leader = scene.app().login("cleared", "desk").await.user_id;
         let alice = scene.app().login("alice", "desk").await.user_id;
-        let (officer, sync) = scene.device("alice").await;
-        let (roster, _) = officer
+        // Rosters are the leaders' to write (W7).
+        let (planner, sync) = scene.device("cleared").await;
+        let (roster, _) = planner
             .create_record(&json!({
                 "type": "roster", "title": "十一月值班表",
                 "shifts": [{"start": now - HOUR_MS, "end": now + 12 * HOUR_MS, "kind": "workday",
@@ -79,7 +80,7 @@ impl Scene {
             }))
             .await
             .unwrap();
-        officer.wait_received(&roster, WAIT).await.unwrap();
+        planner.wait_received(&roster, WAIT).await.unwrap();
         sync.stop().await;
         scene
     }
@@ -636,9 +637,10 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
     let alice = scene.app().login("alice", "desk").await.user_id;
     let leader = scene.app().login("cleared", "desk").await.user_id;
     let (device, sync) = scene.device("alice").await;
+    let (planner, planner_sync) = scene.device("cleared").await;
     // A holiday shift from now for two days; the daily report is due at 16:00 (UTC+8).
     let now = scene.clock.now_ms();
-    let (roster, _) = device
+    let (roster, _) = planner
         .create_record(&json!({
             "type": "roster", "title": "国庆值班表", "holiday": true,
             "shifts": [{"start": now, "end": now + 48 * HOUR_MS, "kind": "holiday",
@@ -647,7 +649,8 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
         }))
         .await
         .unwrap();
-    device.wait_received(&roster, WAIT).await.unwrap();
+    planner.wait_received(&roster, WAIT).await.unwrap();
+    planner_sync.stop().await;
     // Move to 16:00 local time on the next day.
     let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
     let local = chrono::TimeZone::timestamp_millis_opt(&offset, now).unwrap();
@@ -686,7 +689,7 @@ async fn a_holiday_roster_not_submitted_3_days_ahead_reaches_the_leader_then_the
     let mut scene = Scene::new().await;
     scene.subscribe("cleared", "leader").await;
     scene.subscribe("district", "district").await;
-    let (device, sync) = scene.device("alice").await;
+    let (device, sync) = scene.device("cleared").await;
     // The holiday starts in 5 days: the roster is due in 2 days; a reminder comes a day before.
     let starts = scene.clock.now_ms() + 5 * 24 * HOUR_MS;
     let (roster, _) = device
@@ -785,6 +788,12 @@ async fn alert_and_policy_requests_out_of_bounds_get_clear_errors() {
             json!({"steps": [{"after_secs": 600, "targets": ["unit_leaders"]}, {"after_secs": 0, "targets": ["leader_on_duty"]}]}),
             400,
             "comes before",
+        ),
+        // D10: a red report that pages no leader is no policy.
+        (
+            json!({"steps": [{"after_secs": 0, "targets": ["officers_on_duty", "unit_admins"]}]}),
+            400,
+            "must reach a leader",
         ),
     ] {
         let (status, body) = put(leader.clone(), bad).await;

@@ -53,7 +53,9 @@ async fn a_roster_naming_nobody_real_stalls_neither_the_report_nor_other_units_a
     scene.subscribe("bella", "bella").await;
     let now = scene.clock.now_ms();
     let (bob, bob_sync) = scene.device("bob").await;
-    let (roster, _) = bob
+    // Rosters are their unit's leaders' to write (W7).
+    let (bella, bella_sync) = scene.device("bella").await;
+    let (roster, _) = bella
         .create_record(&json!({
             "type": "roster", "title": "乙镇值班表",
             "shifts": [
@@ -64,7 +66,8 @@ async fn a_roster_naming_nobody_real_stalls_neither_the_report_nor_other_units_a
         }))
         .await
         .unwrap();
-    bob.wait_received(&roster, WAIT).await.unwrap();
+    bella.wait_received(&roster, WAIT).await.unwrap();
+    bella_sync.stop().await;
 
     // Town A's red report reaches its leader.
     let (officer, officer_sync) = scene.device("alice").await;

@@ -208,10 +208,11 @@ async fn scenario(app: &TestApp) {
     )
     .await;
 
-    // Rosters: two of the three shifts overlapping the window have a leader and an officer.
+    // Rosters (a leader's to write, W7): two of the three shifts overlapping the window have a
+    // leader and an officer.
     create_records(
         app,
-        "alice",
+        "cleared",
         &[json!({
             "type": "roster", "title": "值班表", "holiday": false,
             "shifts": [

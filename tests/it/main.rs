@@ -36,3 +36,4 @@ mod records;
 mod relay;
 #[path = "../support/samod_peer.rs"]
 mod samod_peer;
+mod write_policy;

@@ -206,9 +206,13 @@ async fn wipe(app: &TestApp, tables: &[&str]) {
 
 /// `admin reproject` on the test's SQLite database; how many records it rebuilt.
 async fn reproject(app: &TestApp) -> usize {
-    zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
-        .await
-        .unwrap()
+    zhiban_server::commit::reproject(
+        &app.pool,
+        zhiban_server::clock::system_ms(),
+        zhiban_records::Intervals::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Every projected row, without the time it was written.
@@ -505,10 +509,11 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
     let night_end = night_start + 12 * 3_600_000;
     let day_end = night_end + 12 * 3_600_000;
 
-    let dir = tempfile::tempdir().unwrap();
-    let device = logged_in(&app, dir.path(), "alice").await;
-    let sync = device.start_sync_with(FAST);
-    let (roster, warnings) = device
+    // The leader writes the roster (W7); the officer on it asks for leave herself (W8).
+    let planner_dir = tempfile::tempdir().unwrap();
+    let planner = logged_in(&app, planner_dir.path(), "cleared").await;
+    let planner_sync = planner.start_sync_with(FAST);
+    let (roster, warnings) = planner
         .create_record(&json!({
             "type": "roster", "title": "元旦值班表", "holiday": true,
             "shifts": [
@@ -520,17 +525,29 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
                  "leader": person(&leader, "李局长", "13800000001"),
                  "officers": [person(&alice, "艾丽斯", "13800000003")]},
             ],
-            "requests": [{"kind": "leave", "shift": 0, "requester": anna.user_id,
-                          "substitute": person(&zhao, "赵", "13800000004"),
-                          "reason": "ill", "status": "pending"}],
+            "requests": [],
         }))
         .await
         .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    device
+    planner
         .wait_received(&roster, Duration::from_secs(20))
         .await
         .unwrap();
+    planner_sync.stop().await;
+    let anna_dir = tempfile::tempdir().unwrap();
+    let anna_device = logged_in(&app, anna_dir.path(), "anna").await;
+    let anna_sync = anna_device.start_sync_with(FAST);
+    crate::helpers::until_held(&anna_device, &roster).await;
+    anna_device
+        .request_swap(&roster, 0, true, &person(&zhao, "赵", "13800000004"), "ill")
+        .await
+        .unwrap();
+    anna_device
+        .wait_received(&roster, Duration::from_secs(20))
+        .await
+        .unwrap();
+    anna_sync.stop().await;
 
     let token = alice.access_token.clone();
     let on_duty = |at: i64| {
@@ -573,7 +590,19 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
             .is_empty()
     );
 
-    let decide = |device: Device, by: String| async move {
+    // An officer writing "approved", in her name or in the leader's, is refused (W9): the
+    // server knows whose device wrote it.
+    let dir = tempfile::tempdir().unwrap();
+    let device = logged_in(&app, dir.path(), "alice").await;
+    let sync = device.start_sync_with(FAST);
+    crate::helpers::until_held(&device, &roster).await;
+    while device.get(&roster).await.unwrap()["requests"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for by in [alice.user_id.clone(), leader.user_id.clone()] {
         device
             .change(&roster, move |tx| {
                 let requests = tx.get(automerge::ROOT, "requests")?.unwrap().1;
@@ -584,17 +613,22 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
             })
             .await
             .unwrap();
-        device
-            .wait_received(&roster, Duration::from_secs(20))
-            .await
-            .unwrap();
-    };
-    // An officer writing "approved" is not an approval, in her name or in the leader's: the
-    // server knows whose device wrote it.
-    decide(device.clone(), alice.user_id.clone()).await;
-    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
-    decide(device.clone(), leader.user_id.clone()).await;
-    assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
+        let refused = loop {
+            let listed = device.list().await.unwrap();
+            if let Some(reason) = listed
+                .iter()
+                .find(|d| d.id == roster)
+                .unwrap()
+                .refused
+                .clone()
+            {
+                break reason;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(refused.contains("rule W9"), "{refused}");
+        assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
+    }
     sync.stop().await;
     // The leader's approval from his own tablet is: the substitute is on duty.
     let leader_dir = tempfile::tempdir().unwrap();
@@ -666,6 +700,82 @@ async fn each_incident_shows_its_reporting_against_the_deadlines() {
     );
     assert_eq!(timeliness["next_follow_up_due_at"], first + 6 * hour);
     assert_eq!(timeliness["closed_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_unit_sets_its_own_reporting_intervals_and_its_deadlines_follow() {
+    let app = spawn_app().await;
+    let org = org(&app).await;
+    let put = |username: &'static str, body: Value| {
+        let app = &app;
+        let unit = org.unit_a.clone();
+        async move {
+            let token = app.login(username, "desk").await.access_token;
+            app.http
+                .put(app.url(&format!("/api/units/{unit}/intervals")))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let strict = json!({"first_report_minutes": 30, "follow_up_minutes": 60});
+    assert_eq!(put("alice", strict.clone()).await.status(), 403);
+    let refused = put(
+        "cleared",
+        json!({"first_report_minutes": 0, "follow_up_minutes": null}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("first_report_minutes")
+    );
+    let set = put("cleared", strict).await;
+    assert_eq!(set.status(), 200);
+    let set: Value = set.json().await.unwrap();
+    assert_eq!(
+        (
+            set["first_report_minutes"].as_i64(),
+            set["follow_up_minutes"].as_i64()
+        ),
+        (Some(30), Some(60))
+    );
+
+    let minute = 60_000i64;
+    let known = chrono::Utc::now().timestamp_millis() - 45 * minute;
+    let dir = tempfile::tempdir().unwrap();
+    let id = report(
+        &app,
+        dir.path(),
+        "alice",
+        &json!({"type": "incident", "title": "河道漫堤", "grade": "yellow", "known_at": known}),
+    )
+    .await;
+    let token = app.login("alice", "desk").await.access_token;
+    let row = get(&app, &token, &format!("/api/incidents/{id}")).await;
+    assert_eq!(
+        row["timeliness"]["first_report_due_at"],
+        known + 30 * minute,
+        "{row}"
+    );
+    assert_eq!(row["timeliness"]["first_report_minutes_late"], 15, "{row}");
+    let due: i64 = sqlx::query_scalar(
+        "SELECT due_at FROM alerts WHERE kind = 'first_report' AND document_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        due,
+        known + 30 * minute,
+        "the deadline alert follows the unit's interval"
+    );
 }
 
 #[tokio::test]
@@ -827,9 +937,13 @@ async fn records_queries_search_and_audit_work_on_postgres() {
         .is_empty()
     );
     assert_eq!(
-        zhiban_server::commit::reproject(&app.pool, zhiban_server::clock::system_ms())
-            .await
-            .unwrap(),
+        zhiban_server::commit::reproject(
+            &app.pool,
+            zhiban_server::clock::system_ms(),
+            zhiban_records::Intervals::default(),
+        )
+        .await
+        .unwrap(),
         2
     );
     assert!(matches!(
@@ -864,7 +978,7 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
         .unwrap();
     leader_sync.stop().await;
 
-    // An officer types an "instruction" in the leader's name: it is kept, but not as his.
+    // An officer types an "instruction" in the leader's name: refused (W5), the rest stands.
     let officer_dir = tempfile::tempdir().unwrap();
     let officer = logged_in(&app, officer_dir.path(), "alice").await;
     let officer_sync = officer.start_sync_with(FAST);
@@ -895,23 +1009,35 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
         .await
         .unwrap();
     assert_eq!(warnings, vec!["document 2 is not yet routed to a leader"]);
-    for id in [&incident, &report, &register] {
+    for id in [&report, &register] {
         officer
             .wait_received(id, Duration::from_secs(20))
             .await
             .unwrap();
     }
+    let refused = loop {
+        let listed = officer.list().await.unwrap();
+        if let Some(reason) = listed
+            .iter()
+            .find(|d| d.id == incident)
+            .unwrap()
+            .refused
+            .clone()
+        {
+            break reason;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.contains("rule W5"), "{refused}");
     officer_sync.stop().await;
 
     let token = app.login("alice", "desk").await.access_token;
     let detail = get(&app, &token, &format!("/api/incidents/{incident}")).await;
     let instructions = detail["instructions"].as_array().unwrap();
-    assert_eq!(instructions.len(), 2, "{detail}");
+    assert_eq!(instructions.len(), 1, "{detail}");
     assert_eq!(instructions[0]["text"], "立即组织疏散，每小时报告");
     assert_eq!(instructions[0]["by"], leader_id.as_str());
     assert_eq!(instructions[0]["verified"], true);
-    assert_eq!(instructions[1]["by"], leader_id.as_str());
-    assert_eq!(instructions[1]["verified"], false, "typed by an officer");
 
     let rows = || async {
         let mut rows: Vec<String> = Vec::new();
@@ -933,7 +1059,7 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
         rows
     };
     let before = rows().await;
-    assert_eq!(before.len(), 2 + 1 + 2, "{before:#?}");
+    assert_eq!(before.len(), 1 + 1 + 2, "{before:#?}");
     assert!(
         before
             .iter()

@@ -67,6 +67,10 @@ impl Run {
                     json!({ "event": "received", "id": id }),
                     format!("received by the server: {id}"),
                 ),
+                Event::Refused(id, reason) => (
+                    json!({ "event": "refused", "id": id, "reason": reason }),
+                    format!("refused by the server: {id}: {reason} (kept on this device)"),
+                ),
                 Event::Revoked => (
                     json!({ "event": "revoked" }),
                     "revoked: this device has been revoked; log in again from a trusted device"

@@ -1,4 +1,5 @@
-//! `zhiban status` — the session, and which documents are only on this device so far.
+//! `zhiban status` — the session, and which documents are only on this device so far (and,
+//! for those the server refused, why).
 
 use std::fmt::Write as _;
 
@@ -61,14 +62,24 @@ impl Status {
                     summary.id,
                     summary.title.as_deref().unwrap_or("-")
                 )?;
+                if let Some(reason) = &summary.refused {
+                    write!(human, "\n      refused by the server: {reason}")?;
+                }
             }
         }
 
+        let refused: Vec<_> = pending
+            .iter()
+            .filter_map(|summary| {
+                Some(json!({"id": summary.id, "reason": summary.refused.as_ref()?}))
+            })
+            .collect();
         let pending: Vec<_> = pending.iter().map(|summary| summary.id).collect();
         context.out.emit(
             &json!({
                 "session": session,
                 "pending": pending,
+                "refused": refused,
                 "received": received,
                 "identity": identity,
             }),

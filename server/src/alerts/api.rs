@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/alerts", get(list))
         .route("/api/alerts/{id}", get(one))
         .route("/api/alerts/{id}/ack", post(acknowledge))
+        .route("/api/alerts/{id}/take-over", post(take_over))
         .route("/api/alerts/{id}/receipt", post(receipt))
         .route("/api/rollcalls", post(call).get(rollcalls))
         .route("/api/rollcalls/{id}/answer", post(answer))
@@ -163,9 +164,9 @@ pub(crate) async fn one(
     Ok(Json(alert))
 }
 
-/// Stops the alert's repeats and escalation (D23). Anyone it reached may acknowledge, and so
-/// may a leader or officer who can see it (the colleague at the desk picks up).
-/// Acknowledging a roll-call's alert answers the roll-call.
+/// Stops the alert's repeats and escalation (D23). Its targets may acknowledge it, and so may
+/// a leader or admin of its unit; an office above takes it over instead (`take-over`). A
+/// roll-call's alert is answered by whoever is at the unit's desk, and answers the roll-call.
 #[utoipa::path(post, path = "/api/alerts/{id}/ack", tag = "alerts", params(("id" = String, Path)),
     responses((status = 200, body = Acknowledged), (status = 403, body = zhiban_api::ErrorBody),
         (status = 404, body = zhiban_api::ErrorBody), (status = 409, body = zhiban_api::ErrorBody)),
@@ -176,10 +177,10 @@ pub(crate) async fn acknowledge(
     Path(id): Path<String>,
 ) -> Result<Json<Acknowledged>, AppError> {
     let alert = visible(&state, &identity, &id).await?;
-    if !alert.targeted && !matches!(identity.role, Role::Leader | Role::Officer | Role::Admin) {
-        return Err(AppError::Forbidden("this alert was not sent to you"));
-    }
     if let Some(rollcall) = &alert.rollcall_id {
+        if !alert.targeted && !matches!(identity.role, Role::Leader | Role::Officer | Role::Admin) {
+            return Err(AppError::Forbidden("this alert was not sent to you"));
+        }
         let answered = answer_rollcall(&state, &identity, rollcall.as_str()).await?;
         let alert = visible(&state, &identity, &id).await?;
         return Ok(Json(Acknowledged {
@@ -192,6 +193,64 @@ pub(crate) async fn acknowledge(
             rollcall: Some(answered),
         }));
     }
+    let unit_lead = identity.unit_id == alert.unit_id.as_str()
+        && matches!(identity.role, Role::Leader | Role::Admin);
+    if !alert.targeted && !unit_lead {
+        return Err(AppError::Forbidden(
+            "only the alert's targets and its unit's leaders and admins acknowledge it; \
+             an office above takes it over",
+        ));
+    }
+    settle(
+        &state,
+        &identity,
+        &id,
+        "alert.acknowledged",
+        "alert.acknowledge",
+    )
+    .await
+}
+
+/// A leader or admin of an office above the alert's unit takes the alert over: it stops as
+/// an acknowledgement does, and the timeline and audit trail say it was taken over, by whom.
+#[utoipa::path(post, path = "/api/alerts/{id}/take-over", tag = "alerts", params(("id" = String, Path)),
+    responses((status = 200, body = Acknowledged), (status = 403, body = zhiban_api::ErrorBody),
+        (status = 404, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn take_over(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<Acknowledged>, AppError> {
+    let alert = visible(&state, &identity, &id).await?;
+    let above = units_above(&state.pool, alert.unit_id.as_str()).await?;
+    let superior = identity.unit_id != alert.unit_id.as_str()
+        && above.contains(&identity.unit_id)
+        && matches!(identity.role, Role::Leader | Role::Admin);
+    if !superior || alert.rollcall_id.is_some() {
+        return Err(AppError::Forbidden(
+            "only a leader or admin of an office above the alert's unit takes it over",
+        ));
+    }
+    settle(
+        &state,
+        &identity,
+        &id,
+        "alert.taken_over",
+        "alert.take_over",
+    )
+    .await
+}
+
+/// Acknowledges the alert (`event` on its timeline, `action` in the audit trail), or says
+/// who already did.
+async fn settle(
+    state: &AppState,
+    identity: &Identity,
+    id: &str,
+    event: &'static str,
+    action: &'static str,
+) -> Result<Json<Acknowledged>, AppError> {
     let now = state.clock.now_ms();
     let mut tx = begin_write(&state.pool).await?;
     let updated = sqlx::query(
@@ -200,12 +259,12 @@ pub(crate) async fn acknowledge(
     )
     .bind(now)
     .bind(&identity.user_id)
-    .bind(&id)
+    .bind(id)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         tx.rollback().await?;
-        let current = visible(&state, &identity, &id).await?;
+        let current = visible(state, identity, id).await?;
         return Ok(Json(Acknowledged {
             id: current.id,
             already: true,
@@ -216,28 +275,28 @@ pub(crate) async fn acknowledge(
             rollcall: None,
         }));
     }
-    crate::outbox::cancel_pending(&mut tx, &id).await?;
-    let stored = stored_alert(&mut tx, &id).await?;
+    crate::outbox::cancel_pending(&mut tx, id).await?;
+    let stored = stored_alert(&mut tx, id).await?;
     append(
         &mut tx,
         &stored,
         now,
-        "alert.acknowledged",
+        event,
         Some(&identity.user_id),
         json!({"device_id": identity.device_id, "after_ms": now.saturating_sub(stored.created_at)}),
     )
     .await?;
-    let entry = Entry::new("alert.acknowledge")
+    let entry = Entry::new(action)
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"alert_id": id, "document_id": stored.document_id}));
     audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
-    tracing::info!(alert_id = %id, user_id = %identity.user_id, "alert acknowledged");
+    tracing::info!(alert_id = %id, user_id = %identity.user_id, event, "alert acknowledged");
     Ok(Json(Acknowledged {
         id: id.into(),
         already: false,
         acknowledged_at: Some(now),
-        acknowledged_by: Some(identity.user_id.into()),
+        acknowledged_by: Some(identity.user_id.as_str().into()),
         resolved_at: None,
         resolution: None,
         rollcall: None,
@@ -258,7 +317,8 @@ async fn stored_alert(
     Alert::from_row(&row)
 }
 
-/// The device showed the notification (the service worker reports it): the delivery receipt.
+/// The device showed the notification (the service worker reports it): the delivery receipt,
+/// accepted only from a device the alert was pushed to.
 #[utoipa::path(post, path = "/api/alerts/{id}/receipt", tag = "alerts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = zhiban_api::ErrorBody)),
     security(("bearer" = [])))]
@@ -268,6 +328,19 @@ pub(crate) async fn receipt(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     visible(&state, &identity, &id).await?;
+    let pushed: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM push_outbox o JOIN push_subscriptions s ON s.id = o.subscription_id \
+         WHERE o.alert_id = $1 AND s.device_id = $2 LIMIT 1",
+    )
+    .bind(&id)
+    .bind(&identity.device_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    if pushed.is_none() {
+        return Err(AppError::Forbidden(
+            "this alert was not pushed to this device",
+        ));
+    }
     let now = state.clock.now_ms();
     let mut connection = state.pool.acquire().await?;
     let stored = stored_alert(&mut connection, &id).await?;
@@ -563,21 +636,39 @@ pub(crate) async fn put_policy(
     }
     policy::validate(&body.steps).map_err(AppError::BadRequest)?;
     let offices = units_above(&state.pool, &unit_id).await?;
+    // D10: a red report reaches a leader's phone; a policy that pages no leader is refused.
+    let mut reaches_leader = false;
     for step in &body.steps {
         for target in &step.targets {
-            if let Target::User(user) = target {
-                let unit: Option<String> =
-                    sqlx::query_scalar("SELECT unit_id FROM users WHERE id = $1")
-                        .bind(user.as_str())
-                        .fetch_optional(&state.pool)
-                        .await?;
-                if !unit.is_some_and(|unit| offices.contains(&unit)) {
-                    return Err(AppError::BadRequest(format!(
-                        "{target}: not a user of this unit or an office above it"
-                    )));
+            match target {
+                Target::LeaderOnDuty | Target::UnitLeaders => reaches_leader = true,
+                Target::User(user) => {
+                    let found: Option<(String, String)> =
+                        sqlx::query_as("SELECT unit_id, role FROM users WHERE id = $1")
+                            .bind(user.as_str())
+                            .fetch_optional(&state.pool)
+                            .await?;
+                    match found {
+                        Some((unit, role)) if offices.contains(&unit) => {
+                            reaches_leader |= role == Role::Leader.as_str();
+                        }
+                        _ => {
+                            return Err(AppError::BadRequest(format!(
+                                "{target}: not a user of this unit or an office above it"
+                            )));
+                        }
+                    }
                 }
+                _ => {}
             }
         }
+    }
+    if grade == Grade::Red && !reaches_leader {
+        return Err(AppError::BadRequest(
+            "a red policy must reach a leader: the leader on duty, the unit's leaders or a \
+             named leader (D10)"
+                .into(),
+        ));
     }
     let steps =
         serde_json::to_string(&body.steps).map_err(|error| AppError::Internal(error.into()))?;

@@ -5,7 +5,7 @@
 //! and every sum on them saturates.
 
 use zhiban_api::{AlertKind, Grade, Resolution};
-use zhiban_records::{FIRST_REPORT_WITHIN_MS, FOLLOW_UP_EVERY_MS, time};
+use zhiban_records::{Intervals, time};
 
 use super::engine::{raise, resolve_key, resolve_where};
 use super::{NewAlert, Raised, policy};
@@ -18,6 +18,7 @@ pub async fn after_projection(
     connection: &mut sqlx::AnyConnection,
     projection: &Projection,
     now: i64,
+    intervals: Intervals,
 ) -> Result<Raised, sqlx::Error> {
     let common = &projection.common;
     let id = common.document_id.to_string();
@@ -25,8 +26,18 @@ pub async fn after_projection(
     match &projection.rows {
         Rows::Incident(rows) => {
             if let Some(incident) = &rows.incident {
+                let intervals =
+                    crate::units::intervals(&mut *connection, &common.unit_id, intervals).await?;
                 raised.add(
-                    incident_alerts(connection, common, incident, &rows.instructions, now).await?,
+                    incident_alerts(
+                        connection,
+                        common,
+                        incident,
+                        &rows.instructions,
+                        now,
+                        intervals,
+                    )
+                    .await?,
                 );
             }
         }
@@ -75,6 +86,7 @@ async fn incident_alerts(
     incident: &incident::IncidentRow,
     instructions: &[incident::InstructionRow],
     now: i64,
+    intervals: Intervals,
 ) -> Result<Raised, sqlx::Error> {
     let id = common.document_id.to_string();
     let mut raised = Raised::default();
@@ -89,6 +101,20 @@ async fn incident_alerts(
     };
     if !common.fresh {
         resolve_where(connection, other_grades, Resolution::Regraded, now).await?;
+        // The grade's alert key names its current episode: once the incident leaves a
+        // grade, that alert (open or acknowledged) gives up the key, so a return to the
+        // grade is a new episode with an alert of its own (W3 keeps a field user from
+        // lowering red; a leader's downgrade is in the change's audit row).
+        sqlx::query(
+            "UPDATE alerts SET dedupe_key = dedupe_key || ':' || id \
+             WHERE kind = 'incident' AND document_id = $1 AND grade <> $2 \
+             AND dedupe_key = $3 || grade",
+        )
+        .bind(&id)
+        .bind(grade.as_str())
+        .bind(format!("incident:{id}:"))
+        .execute(&mut *connection)
+        .await?;
     }
     if !closed {
         let steps = policy::steps_for(connection, &common.unit_id, grade).await?;
@@ -175,7 +201,7 @@ async fn incident_alerts(
                 grade: incident.grade,
                 title: format!("First report due: {}", incident.title),
                 steps: policy::deadline_steps(),
-                due_at: Some(time::after(known_at, FIRST_REPORT_WITHIN_MS)),
+                due_at: Some(time::after(known_at, intervals.first_report_ms)),
                 responsible,
             };
             raised.add(raise(connection, alert, now).await?);
@@ -204,7 +230,10 @@ async fn incident_alerts(
                 grade: incident.grade,
                 title: format!("Follow-up report {next} due: {}", incident.title),
                 steps: policy::deadline_steps(),
-                due_at: Some(time::after(first, next.saturating_mul(FOLLOW_UP_EVERY_MS))),
+                due_at: Some(time::after(
+                    first,
+                    next.saturating_mul(intervals.follow_up_ms),
+                )),
                 responsible,
             };
             raised.add(raise(connection, alert, now).await?);

@@ -15,6 +15,7 @@ mod writer;
 
 use sha2::{Digest, Sha256};
 use zhiban_protocol::DocumentId;
+use zhiban_records::Intervals;
 
 use crate::alerts::{self, Raised};
 use crate::db::{Backend, Pool, begin_write, is_transient, savepoint};
@@ -104,11 +105,12 @@ async fn apply(
     backend: Backend,
     works: &[&Work],
     now: i64,
+    intervals: Intervals,
 ) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
-    match apply_once(pool, backend, works, now, false).await {
+    match apply_once(pool, backend, works, now, intervals, false).await {
         Err(error) if !is_transient(&error) => {
             tracing::warn!(%error, "commit failed; again with each record's rows contained");
-            apply_once(pool, backend, works, now, true).await
+            apply_once(pool, backend, works, now, intervals, true).await
         }
         done => done,
     }
@@ -119,6 +121,7 @@ async fn apply_once(
     backend: Backend,
     works: &[&Work],
     now: i64,
+    intervals: Intervals,
     contained: bool,
 ) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
     let mut tx = begin_write(pool).await?;
@@ -164,10 +167,10 @@ async fn apply_once(
         .collect();
     let mut raised = Raised::default();
     let flags = if contained {
-        derive(&mut tx, backend, &projections, now, &mut raised).await?
+        derive(&mut tx, backend, &projections, now, intervals, &mut raised).await?
     } else {
         let all: Vec<&Projection> = projections.iter().flatten().copied().collect();
-        raised.add(derive_all(&mut tx, backend, &all, now).await?);
+        raised.add(derive_all(&mut tx, backend, &all, now, intervals).await?);
         vec![None; projections.len()]
     };
     let entries: Vec<audit::Entry> = works
@@ -195,9 +198,10 @@ pub async fn write_now(
     backend: Backend,
     works: &[Work],
     now: i64,
+    intervals: Intervals,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let works: Vec<&Work> = works.iter().collect();
-    let (outcomes, _sent_when_leases_expire) = apply(pool, backend, &works, now).await?;
+    let (outcomes, _sent_when_leases_expire) = apply(pool, backend, &works, now, intervals).await?;
     Ok(outcomes)
 }
 
@@ -208,6 +212,7 @@ async fn derive(
     backend: Backend,
     each: &[Option<&Projection>],
     now: i64,
+    intervals: Intervals,
     raised: &mut Raised,
 ) -> Result<Vec<Option<String>>, sqlx::Error> {
     let mut flags = vec![None; each.len()];
@@ -216,7 +221,7 @@ async fn derive(
             continue;
         };
         match savepoint(tx, async |savepoint| {
-            derive_all(savepoint, backend, &[projection], now).await
+            derive_all(savepoint, backend, &[projection], now, intervals).await
         })
         .await?
         {
@@ -237,11 +242,12 @@ async fn derive_all(
     backend: Backend,
     projections: &[&Projection],
     now: i64,
+    intervals: Intervals,
 ) -> Result<Raised, sqlx::Error> {
     let mut raised = Raised::default();
     for projection in projections {
         records::write(tx, backend, projection, now).await?;
-        raised.add(alerts::rules::after_projection(tx, projection, now).await?);
+        raised.add(alerts::rules::after_projection(tx, projection, now, intervals).await?);
     }
     Ok(raised)
 }
@@ -281,7 +287,7 @@ async fn flag(
 
 /// Rebuilds every record's rows from the stored documents (and settles or raises what the
 /// rules say); returns how many records.
-pub async fn reproject(pool: &Pool, now: i64) -> anyhow::Result<usize> {
+pub async fn reproject(pool: &Pool, now: i64, intervals: Intervals) -> anyhow::Result<usize> {
     let backend = Backend::of(pool);
     let mut works = Vec::new();
     for (document_id, meta) in documents::list_all_records(pool).await? {
@@ -299,7 +305,7 @@ pub async fn reproject(pool: &Pool, now: i64) -> anyhow::Result<usize> {
             works.push(Work::Rederive(Box::new(projection)));
         }
     }
-    for outcome in write_now(pool, backend, &works, now).await? {
+    for outcome in write_now(pool, backend, &works, now, intervals).await? {
         if let Some(reason) = outcome.flagged {
             tracing::warn!(%reason, "a record could not be rebuilt; it is flagged");
         }

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{CommitError, Handoff, Outcome, Work, apply};
 use crate::clock::Clock;
 use crate::db::{Backend, Pool};
+use zhiban_records::Intervals;
 
 /// Most jobs gathered into one transaction; bounds the time one commit holds the lock.
 const MAX_JOBS_PER_COMMIT: usize = 1024;
@@ -29,6 +30,7 @@ impl Committer {
         pool: Pool,
         backend: Backend,
         clock: Clock,
+        intervals: Intervals,
         handoff: Handoff,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(4096);
@@ -36,6 +38,7 @@ impl Committer {
             pool,
             backend,
             clock,
+            intervals,
             handoff,
         };
         (Committer { jobs }, tokio::spawn(writer.run(receiver)))
@@ -100,6 +103,8 @@ struct Writer {
     pool: Pool,
     backend: Backend,
     clock: Clock,
+    /// The deployment's reporting intervals, for the deadlines the rules set.
+    intervals: Intervals,
     handoff: Handoff,
 }
 
@@ -134,7 +139,15 @@ impl Writer {
 
     async fn commit_batch(&self, batch: &mut Vec<(Work, Option<Done>)>) {
         let works: Vec<&Work> = batch.iter().map(|(work, _)| work).collect();
-        match apply(&self.pool, self.backend, &works, self.clock.now_ms()).await {
+        match apply(
+            &self.pool,
+            self.backend,
+            &works,
+            self.clock.now_ms(),
+            self.intervals,
+        )
+        .await
+        {
             Ok((outcomes, raised)) => {
                 self.handoff.hand_over(raised);
                 for ((_, done), outcome) in batch.drain(..).zip(outcomes) {
@@ -151,7 +164,15 @@ impl Writer {
                 // One bad job must not fail its neighbours: retry each on its own.
                 tracing::warn!(%error, jobs = batch.len(), "group commit failed; retrying jobs one by one");
                 for (work, done) in batch.drain(..) {
-                    match apply(&self.pool, self.backend, &[&work], self.clock.now_ms()).await {
+                    match apply(
+                        &self.pool,
+                        self.backend,
+                        &[&work],
+                        self.clock.now_ms(),
+                        self.intervals,
+                    )
+                    .await
+                    {
                         Ok((mut outcomes, raised)) => {
                             self.handoff.hand_over(raised);
                             if let Some(done) = done {

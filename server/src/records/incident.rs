@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::Row;
 use zhiban_api::{IncidentPage, IncidentView, InstructionView};
-use zhiban_records::{Grade, Incident, Level, Timeliness};
+use zhiban_records::{Grade, Incident, Intervals, Level, Timeliness};
 
 use super::{Common, document_id, element, from_json, parse_name, to_json, writer};
 use crate::AppState;
@@ -194,8 +194,9 @@ pub(crate) struct Filter {
 
 const COLUMNS: &str = "SELECT i.document_id, i.unit_id, i.classified, i.title, i.category, \
      i.level, i.grade, i.status, i.location, i.known_at, i.reported_at, i.first_report_at, \
-     i.follow_ups, i.final_report_at, r.warnings, r.problems, r.flag FROM incidents i \
-     LEFT JOIN records r ON r.document_id = i.document_id";
+     i.follow_ups, i.final_report_at, r.warnings, r.problems, r.flag, \
+     u.first_report_minutes, u.follow_up_minutes FROM incidents i \
+     LEFT JOIN records r ON r.document_id = i.document_id LEFT JOIN units u ON u.id = i.unit_id";
 
 /// Incidents of the units the caller may see, newest report first.
 #[utoipa::path(get, path = "/api/incidents", tag = "records", params(Filter),
@@ -250,9 +251,10 @@ pub(crate) async fn list(
         .bind(filter.offset.unwrap_or(0));
     let rows = query.query().fetch_all(&state.pool).await?;
     let now = state.clock.now_ms();
+    let intervals = state.settings.intervals();
     let incidents = rows
         .iter()
-        .map(|row| view(row, now))
+        .map(|row| view(row, now, intervals))
         .collect::<Result<_, sqlx::Error>>()?;
     Ok(Json(IncidentPage { incidents, total }))
 }
@@ -277,7 +279,7 @@ pub(crate) async fn one(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(AppError::NotFound("no such incident"))?;
-    let mut incident = view(&row, state.clock.now_ms())?;
+    let mut incident = view(&row, state.clock.now_ms(), state.settings.intervals())?;
     let rows = sqlx::query(
         "SELECT i.by_user, i.to_user, i.at, i.text, i.steps, i.done, \
          CAST(CASE WHEN u.id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS verified FROM instructions i \
@@ -307,7 +309,12 @@ pub(crate) async fn one(
     Ok(Json(incident))
 }
 
-fn view(row: &sqlx::any::AnyRow, now: i64) -> Result<IncidentView, sqlx::Error> {
+/// `deployment`: the reporting intervals where the incident's unit has none of its own.
+fn view(
+    row: &sqlx::any::AnyRow,
+    now: i64,
+    deployment: Intervals,
+) -> Result<IncidentView, sqlx::Error> {
     let follow_ups: Vec<i64> =
         from_json(row.try_get::<Option<String>, _>("follow_ups")?.as_deref());
     let known_at = row.try_get("known_at")?;
@@ -317,6 +324,10 @@ fn view(row: &sqlx::any::AnyRow, now: i64) -> Result<IncidentView, sqlx::Error> 
         &follow_ups,
         row.try_get("final_report_at")?,
         now,
+        deployment.with(
+            row.try_get("first_report_minutes")?,
+            row.try_get("follow_up_minutes")?,
+        ),
     );
     Ok(IncidentView {
         timeliness,

@@ -16,8 +16,9 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ChangeHash, ObjType, PatchLog, ReadDoc};
 use serde_json::json;
 use tokio::sync::mpsc;
+use zhiban_api::Role;
 use zhiban_protocol::{DocumentId, Message};
-use zhiban_records::RecordKind;
+use zhiban_records::{RecordKind, policy};
 
 use super::peer::{CloseReason, Peer};
 use super::validate;
@@ -171,6 +172,9 @@ impl Documents {
 enum Access {
     ReadWrite,
     ReadOnly,
+    /// A leader of an office above the unit, on an incident: may add instructions (D14),
+    /// nothing else (`zhiban_records::policy`, rule W2).
+    Instruct,
 }
 
 struct Subscriber {
@@ -206,6 +210,9 @@ struct DocumentActor {
     patches: PatchLog,
     /// The record's type as last projected.
     kind: Option<RecordKind>,
+    /// What the write policy sees of the document now; None: read it again before the next
+    /// change (after loading, or after changes were taken back).
+    seen: Option<policy::Seen>,
     /// The next round reads the record whole: after loading (the rows may be stale if the
     /// last change could not be processed), after a refusal rolled changes back, after a
     /// flagged commit.
@@ -231,6 +238,7 @@ impl DocumentActor {
             new_actors: Vec::new(),
             patches: PatchLog::inactive(),
             kind: None,
+            seen: None,
             read_whole: true,
         }
     }
@@ -346,6 +354,7 @@ impl DocumentActor {
         }
         self.committed_heads = document.get_heads();
         self.document = document;
+        self.seen = None;
         self.registered = stored.meta.is_some();
         self.meta = stored.meta;
         self.next_seq = stored.next_seq;
@@ -443,7 +452,14 @@ impl DocumentActor {
         if meta.unit_id == peer.identity.unit_id && !meta.catalog {
             Some(Access::ReadWrite)
         } else if peer.visible_units.contains(&meta.unit_id) {
-            Some(Access::ReadOnly)
+            let instructs = peer.identity.role == Role::Leader
+                && !meta.catalog
+                && policy::kind_of(&self.document) == Some(RecordKind::Incident);
+            Some(if instructs {
+                Access::Instruct
+            } else {
+                Access::ReadOnly
+            })
         } else {
             None
         }
@@ -516,6 +532,15 @@ impl DocumentActor {
         if subscriber.access == Some(Access::ReadOnly) && !message.changes.is_empty() {
             tracing::info!(peer = %peer.peer_id, "changes from a read-only peer ignored");
         }
+        let writer = policy_writer(&peer, subscriber.access);
+        let seen_before = match writer {
+            Some(_) if !message.changes.is_empty() => Some(
+                self.seen
+                    .take()
+                    .unwrap_or_else(|| policy::Seen::of(&self.document)),
+            ),
+            _ => None,
+        };
         let applied = validate::apply(
             &mut self.document,
             &mut subscriber.state,
@@ -549,6 +574,26 @@ impl DocumentActor {
             .unzip();
         if let Err(reason) = self.check_authorship(&peer, actors).await {
             return self.take_back(&peer, &before, reason, false);
+        }
+        if let (Some(writer), Some(seen_before)) = (writer, seen_before) {
+            // The message's changes are all this peer's user's (authorship above), so what
+            // they did to the record is the difference they made.
+            let seen = if brought.is_empty() {
+                seen_before
+            } else {
+                let seen = policy::Seen::of(&self.document);
+                let writer = policy::Writer {
+                    user_id: &peer.identity.user_id,
+                    ..writer
+                };
+                if let Err(violation) = policy::check(&seen_before, &seen, &writer) {
+                    self.take_back(&peer, &before, violation.to_string(), false);
+                    self.seen = Some(seen_before);
+                    return;
+                }
+                seen
+            };
+            self.seen = Some(seen);
         }
         if let Some(subscriber) = self.subscribers.get_mut(&connection_id) {
             subscriber.needs_reply = true;
@@ -651,6 +696,7 @@ impl DocumentActor {
         // The round's patches describe changes no longer there.
         self.read_whole = true;
         self.patches = PatchLog::inactive();
+        self.seen = None;
         match self.document.fork_at(before) {
             Ok(mut document) => {
                 document.set_actor(self.document.get_actor().clone());
@@ -707,11 +753,12 @@ impl DocumentActor {
     fn relay_ephemeral(&self, from: &Peer, session_id: String, count: u64, data: Vec<u8>) {
         match self.access(from) {
             None => return self.unavailable(from),
-            // Presence and cursors are for those who edit: a reader has nothing to announce.
-            Some(Access::ReadOnly) => {
+            // Presence and cursors are for the unit's editors: a reader, or an office above
+            // that may only add instructions, has nothing to announce.
+            Some(Access::ReadOnly | Access::Instruct) => {
                 return from.send(&Message::Error {
                     message: format!(
-                        "read-only peers send no ephemeral messages for {}",
+                        "read-only peers and offices above send no ephemeral messages for {}",
                         self.document_id
                     ),
                 });
@@ -995,6 +1042,7 @@ impl DocumentActor {
             self.unavailable(&subscriber.peer);
         }
         self.document = Automerge::new();
+        self.seen = None;
         self.patches = PatchLog::inactive();
         self.read_whole = true;
         self.committed_heads.clear();
@@ -1040,6 +1088,23 @@ impl DocumentActor {
             self.save_sync_state(subscriber);
         }
     }
+}
+
+/// The writer as the policy sees them, without their user id (borrowed at the check); None
+/// for a peer whose changes are not applied at all. A peer offering a document not yet
+/// registered (no access yet) is creating it in their own unit: registration sees to that.
+fn policy_writer(peer: &Peer, access: Option<Access>) -> Option<policy::Writer<'static>> {
+    let superior = match access {
+        Some(Access::ReadOnly) => return None,
+        None | Some(Access::ReadWrite) => false,
+        Some(Access::Instruct) => true,
+    };
+    Some(policy::Writer {
+        user_id: "",
+        leader: peer.identity.role == Role::Leader,
+        admin: peer.identity.role == Role::Admin,
+        superior,
+    })
 }
 
 #[cfg(test)]

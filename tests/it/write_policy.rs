@@ -550,3 +550,44 @@ async fn an_alert_is_acknowledged_by_its_people_and_taken_over_from_above() {
             .unwrap();
     assert_eq!(audited, 1);
 }
+
+/// A device keeps what was refused and offers it again on every connection (a hostile one
+/// in a loop): each time it is refused again, but the audit trail grows by one row only.
+#[tokio::test]
+async fn a_refused_change_offered_again_is_refused_again_without_a_new_audit_row() {
+    use automerge::transaction::Transactable;
+    let app = spawn_app().await;
+    org(&app).await;
+    let anna = phone(&app, "anna").await;
+    let id = anna
+        .device
+        .urgent_report("accident", "road 3", "bridge down")
+        .await
+        .unwrap();
+    anna.received(&id).await;
+    let mut raw = app.peer("anna").await;
+    let mut doc = automerge::Automerge::new();
+    assert!(raw.sync(id, &mut doc).await.unwrap());
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "grade", "blue")?;
+        Ok(())
+    })
+    .unwrap();
+    for _ in 0..3 {
+        let mut state = automerge::sync::State::new();
+        let error = raw
+            .sync_with(id, &mut doc, &mut state)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("rule W3"), "{error}");
+    }
+    let token = app.login("cleared", "desk").await.access_token;
+    assert_eq!(incident(&app, &token, &id).await["grade"], "red");
+    let rows = refusals(&app).await;
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("rule W3")).count(),
+        1,
+        "{rows:?}"
+    );
+}

@@ -4,7 +4,7 @@
 //! A document nobody uses is unloaded after a while; peers' sync states are kept in the
 //! database so a reconnecting device does not start over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,8 @@ pub enum Command {
 const COMMAND_QUEUE: usize = 1024;
 /// Commands applied before committing and answering, so a burst costs one commit.
 const MAX_COMMANDS_PER_ROUND: usize = 512;
+/// Refused change hashes remembered per loaded document before the memory starts over.
+const MAX_REMEMBERED_REFUSALS: usize = 4096;
 
 /// The loaded documents. A sender is only used while the map's lock is held or the queue is
 /// non-empty, which is what lets an idle actor remove itself without losing a command.
@@ -210,6 +212,8 @@ struct DocumentActor {
     patches: PatchLog,
     /// The record's type as last projected.
     kind: Option<RecordKind>,
+    /// Hashes of changes refused while the document is loaded (see `refuse_changes`).
+    refused: HashSet<String>,
     /// What the write policy sees of the document now; None: read it again before the next
     /// change (after loading, or after changes were taken back).
     seen: Option<policy::Seen>,
@@ -238,6 +242,7 @@ impl DocumentActor {
             new_actors: Vec::new(),
             patches: PatchLog::inactive(),
             kind: None,
+            refused: HashSet::new(),
             seen: None,
             read_whole: true,
         }
@@ -572,8 +577,9 @@ impl DocumentActor {
             .into_iter()
             .map(|(actor, hash)| (actor, hash.to_string()))
             .unzip();
+        let known_actors = self.new_actors.len();
         if let Err(reason) = self.check_authorship(&peer, actors).await {
-            return self.take_back(&peer, &before, reason, false);
+            return self.refuse_changes(&peer, &before, &brought, known_actors, reason);
         }
         if let (Some(writer), Some(seen_before)) = (writer, seen_before) {
             // The message's changes are all this peer's user's (authorship above), so what
@@ -587,7 +593,8 @@ impl DocumentActor {
                     ..writer
                 };
                 if let Err(violation) = policy::check(&seen_before, &seen, &writer) {
-                    self.take_back(&peer, &before, violation.to_string(), false);
+                    let reason = violation.to_string();
+                    self.refuse_changes(&peer, &before, &brought, known_actors, reason);
                     self.seen = Some(seen_before);
                     return;
                 }
@@ -671,19 +678,44 @@ impl DocumentActor {
     /// audit row, and the socket closed (a hostile peer does not get to try again at once;
     /// an honest device reconnects and reports the refusal).
     fn refuse_message(&mut self, peer: &Arc<Peer>, reason: String) {
-        self.tell_refused(peer, &reason);
+        self.tell_refused(peer, &reason, true);
         peer.close(CloseReason::Refused);
     }
 
-    /// The log line, the audit row and the peer's `error` for a refused message.
-    fn tell_refused(&self, peer: &Peer, reason: &str) {
-        tracing::warn!(peer = %peer.peer_id, %reason, "sync message refused");
-        self.state.committer.submit(Work::Audit(vec![
-            audit::Entry::new("sync.refused")
-                .by(&peer.identity.user_id, Some(&peer.identity.device_id))
-                .document(self.document_id)
-                .detail(json!({"reason": reason})),
-        ]));
+    /// Takes back changes that broke a rule (or were forged). A device keeps what the server
+    /// refused and offers it again on every connection: the same changes again get the same
+    /// `error`, but no new audit row, so a device cannot grow the audit trail by repeating
+    /// itself. `known_actors`: the actors seen this round before the message.
+    fn refuse_changes(
+        &mut self,
+        peer: &Arc<Peer>,
+        before: &[ChangeHash],
+        brought: &[String],
+        known_actors: usize,
+        reason: String,
+    ) {
+        self.new_actors.truncate(known_actors);
+        let again = brought.iter().all(|hash| self.refused.contains(hash));
+        if self.refused.len() > MAX_REMEMBERED_REFUSALS {
+            self.refused.clear();
+        }
+        self.refused.extend(brought.iter().cloned());
+        self.take_back(peer, before, reason, false, !again);
+    }
+
+    /// The log line, the audit row (if `audit`) and the peer's `error` for a refused message.
+    fn tell_refused(&self, peer: &Peer, reason: &str, audit: bool) {
+        if audit {
+            tracing::warn!(peer = %peer.peer_id, %reason, "sync message refused");
+            self.state.committer.submit(Work::Audit(vec![
+                audit::Entry::new("sync.refused")
+                    .by(&peer.identity.user_id, Some(&peer.identity.device_id))
+                    .document(self.document_id)
+                    .detail(json!({"reason": reason})),
+            ]));
+        } else {
+            tracing::debug!(peer = %peer.peer_id, %reason, "refused changes offered again");
+        }
         peer.send(&Message::Error {
             message: format!("changes to {} refused: {reason}", self.document_id),
         });
@@ -692,7 +724,14 @@ impl DocumentActor {
     /// Takes back a message's changes: the document returns to `before` (which still holds
     /// this round's other changes) and the peer's sync state starts over. `close`: the
     /// changes broke a limit, and the peer's socket is closed too.
-    fn take_back(&mut self, peer: &Arc<Peer>, before: &[ChangeHash], reason: String, close: bool) {
+    fn take_back(
+        &mut self,
+        peer: &Arc<Peer>,
+        before: &[ChangeHash],
+        reason: String,
+        close: bool,
+        audit: bool,
+    ) {
         // The round's patches describe changes no longer there.
         self.read_whole = true;
         self.patches = PatchLog::inactive();
@@ -713,7 +752,7 @@ impl DocumentActor {
             subscriber.state = sync::State::new();
             subscriber.state.read_only = read_only;
         }
-        self.tell_refused(peer, &reason);
+        self.tell_refused(peer, &reason, audit);
         if close {
             peer.close(CloseReason::Refused);
         }
@@ -726,7 +765,7 @@ impl DocumentActor {
         let authors: Vec<Arc<Peer>> = self.authors.drain(..).map(|(peer, _)| peer).collect();
         let committed = self.committed_heads.clone();
         for peer in &authors {
-            self.take_back(peer, &committed, reason.clone(), true);
+            self.take_back(peer, &committed, reason.clone(), true, true);
         }
         self.new_actors.clear();
     }

@@ -431,6 +431,28 @@ impl RawPeer {
     }
 }
 
+/// Waits for the server's refusal of `device`'s changes to `id`; its reason. The changes
+/// stay on the device, not "received".
+pub async fn refusal(
+    device: &zhiban_client_core::Device,
+    id: &zhiban_client_core::DocumentId,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = device.list().await.unwrap();
+        let summary = listed.into_iter().find(|d| d.id == *id).unwrap();
+        if let Some(reason) = summary.refused {
+            assert_eq!(
+                summary.status,
+                zhiban_client_core::DeliveryStatus::SavedOnDevice
+            );
+            return reason;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no refusal of {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (up to 20 s) until `device` holds the record `id` with its content, not just its id
 /// from a catalog.
 pub async fn until_held(device: &zhiban_client_core::Device, id: &zhiban_client_core::DocumentId) {

@@ -613,19 +613,7 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
             })
             .await
             .unwrap();
-        let refused = loop {
-            let listed = device.list().await.unwrap();
-            if let Some(reason) = listed
-                .iter()
-                .find(|d| d.id == roster)
-                .unwrap()
-                .refused
-                .clone()
-            {
-                break reason;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let refused = crate::helpers::refusal(&device, &roster).await;
         assert!(refused.contains("rule W9"), "{refused}");
         assert_eq!(officers(&on_duty(night_start + 1).await), vec!["安娜"]);
     }
@@ -1015,19 +1003,7 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
             .await
             .unwrap();
     }
-    let refused = loop {
-        let listed = officer.list().await.unwrap();
-        if let Some(reason) = listed
-            .iter()
-            .find(|d| d.id == incident)
-            .unwrap()
-            .refused
-            .clone()
-        {
-            break reason;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let refused = crate::helpers::refusal(&officer, &incident).await;
     assert!(refused.contains("rule W5"), "{refused}");
     officer_sync.stop().await;
 

@@ -59,29 +59,20 @@ impl Phone {
         crate::helpers::until_held(&self.device, id).await;
     }
 
-    /// Waits until the server's refusal of this device's changes to `id` arrives; returns
-    /// its reason. The change stays on the device, not "received".
-    async fn refused(&self, id: &DocumentId) -> String {
+    /// Waits until this device's copy of `id` is as `wanted`.
+    async fn until(&self, id: &DocumentId, wanted: impl Fn(&Value) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let summary = self
-                .device
-                .list()
-                .await
-                .unwrap()
-                .into_iter()
-                .find(|summary| summary.id == *id)
-                .unwrap();
-            if let Some(reason) = summary.refused {
-                assert_eq!(summary.status, DeliveryStatus::SavedOnDevice);
-                return reason;
-            }
+        while !self.device.get(id).await.is_ok_and(|doc| wanted(&doc)) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no refusal of {id} arrived"
+                "{id} never got there"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    async fn refused(&self, id: &DocumentId) -> String {
+        crate::helpers::refusal(&self.device, id).await
     }
 }
 
@@ -227,14 +218,13 @@ async fn instructions_are_given_by_leaders_even_from_above_and_then_only_followe
 
     // The addressee records a step and marks it done: allowed.
     alice.holds(&id).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alice.device.get(&id).await.unwrap()["instructions"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    alice
+        .until(&id, |doc| {
+            doc["instructions"]
+                .as_array()
+                .is_some_and(|list| !list.is_empty())
+        })
+        .await;
     write(
         &alice.device,
         &id,
@@ -332,14 +322,13 @@ async fn rosters_requests_and_signatures_are_written_only_by_their_people() {
         .unwrap();
     alice.received(&roster).await;
     leader.holds(&roster).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while leader.device.get(&roster).await.unwrap()["requests"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    leader
+        .until(&roster, |doc| {
+            doc["requests"]
+                .as_array()
+                .is_some_and(|list| !list.is_empty())
+        })
+        .await;
     leader
         .device
         .decide_request(&roster, 0, true)
@@ -359,11 +348,9 @@ async fn rosters_requests_and_signatures_are_written_only_by_their_people() {
     );
 
     // Once decided, the request is fixed: the requester rewriting it is refused (W8).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while alice.device.get(&roster).await.unwrap()["requests"][0]["status"] != "approved" {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    alice
+        .until(&roster, |doc| doc["requests"][0]["status"] == "approved")
+        .await;
     write(
         &alice.device,
         &roster,

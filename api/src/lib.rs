@@ -140,12 +140,18 @@ pub struct LoginRequest {
     pub device_id: Option<DeviceId>,
     #[serde(default)]
     pub device_name: Option<String>,
+    /// The device's clock when it sent this (ms since the epoch): the server says if it is off.
+    #[serde(default)]
+    pub device_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     pub refresh_token: String,
+    /// As in `LoginRequest`.
+    #[serde(default)]
+    pub device_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +166,10 @@ pub struct TokenResponse {
     pub device_id: DeviceId,
     /// The peer id this device must use in the sync protocol.
     pub peer_id: String,
+    /// Set when the device's clock is more than 5 minutes off the server's (device minus
+    /// server): the times it writes into records are then doubtful, and the device is flagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +190,10 @@ pub struct DeviceView {
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// How far off the server's the device's clock was at its last login or refresh, when
+    /// more than 5 minutes (device minus server).
+    #[serde(default)]
+    pub clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -255,10 +255,12 @@ impl Device {
     }
 
     /// The server attributes every change to the user its actor is bound to, so a second user
-    /// of a shared tablet writes with an actor of their own.
+    /// of a shared tablet writes with an actor of their own; every actor this device has used
+    /// is remembered with its user (`actor_users`), so that one user's changes are never
+    /// delivered in another's session (see `sync`).
     async fn own_actor(&self, user_id: &str) -> Result<(), Error> {
         let store = &self.inner.store;
-        match store.setting("actor_user").await? {
+        let result = match store.setting("actor_user").await? {
             Some(owner) if owner == user_id => Ok(()),
             None => store.set_setting("actor_user", user_id).await,
             Some(_) => {
@@ -273,7 +275,50 @@ impl Device {
                 }
                 Ok(())
             }
+        };
+        result?;
+        let mut users = self.actor_users().await?;
+        users.insert(self.actor().to_hex_string(), user_id.to_owned());
+        let users = serde_json::to_string(&users).map_err(|e| Error::Storage(e.to_string()))?;
+        store.set_setting("actor_users", &users).await
+    }
+
+    /// Every actor this device has written with, and whose it was (hex → user id).
+    pub(crate) async fn actor_users(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, Error> {
+        Ok(self
+            .inner
+            .store
+            .setting("actor_users")
+            .await?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default())
+    }
+
+    /// Ends this user's session on a shared tablet. Their changes not yet on the server stay,
+    /// held back until they log in here again (no other user's session delivers them);
+    /// classified documents with nothing of theirs unsent are removed, so the next user of
+    /// the tablet cannot read them. Stop the sync first. Returns how many were removed.
+    pub async fn logout(&self) -> Result<usize, Error> {
+        self.identity().await.ok_or(Error::NotLoggedIn)?;
+        let mut documents = self.inner.documents.lock().await;
+        let classified: Vec<DocumentId> = documents
+            .iter()
+            .filter(|(_, held)| {
+                root_string(&held.doc, "classification").as_deref() == Some("classified")
+                    && (held.doc.get_heads().is_empty()
+                        || delivery_status(held) == DeliveryStatus::ReceivedByServer)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &classified {
+            self.inner.store.delete_document(*id).await?;
+            documents.remove(id);
         }
+        drop(documents);
+        self.inner.session.logout().await?;
+        Ok(classified.len())
     }
 
     fn actor(&self) -> ActorId {
@@ -288,6 +333,13 @@ impl Device {
     /// Whether the device may sync: logged out, active or revoked.
     pub async fn session_state(&self) -> SessionState {
         self.inner.session.state().await
+    }
+
+    /// How far this device's clock is off the server's (device minus server, ms), when the
+    /// server said at the last login or refresh that it is more than 5 minutes: the times
+    /// this device writes into reports are then doubtful.
+    pub async fn clock_skew(&self) -> Result<Option<i64>, Error> {
+        self.inner.session.clock_skew().await
     }
 
     /// Events: connection changes, document changes, confirmations, revocation.

@@ -129,6 +129,7 @@ impl Session {
             password: password.to_owned(),
             device_id: device_id.map(Into::into),
             device_name: Some(device_name.to_owned()),
+            device_time: Some(crate::now_ms()),
         };
         let mut response = self.post(&server_url, "/api/auth/login", &body).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND && body.device_id.is_some() {
@@ -144,6 +145,7 @@ impl Session {
             reqwest::StatusCode::FORBIDDEN => return Err(Error::Revoked),
             _ => return Err(Error::Refused(error_text(response).await)),
         };
+        self.note_clock(tokens.clock_skew_ms).await?;
         let me: Me = self
             .get_json(&server_url, "/api/me", &tokens.access_token)
             .await?;
@@ -176,6 +178,41 @@ impl Session {
         data.tokens = Some(stored);
         data.revoked = false;
         Ok(identity)
+    }
+
+    /// Forgets the session: identity and tokens leave the store and memory (the device id
+    /// stays, so the same user logging in again keeps their device).
+    pub async fn logout(&self) -> Result<(), Error> {
+        let mut data = self.data.lock().await;
+        for key in ["identity", "tokens", "clock_skew_ms"] {
+            self.store.delete_setting(key).await?;
+        }
+        data.identity = None;
+        data.tokens = None;
+        Ok(())
+    }
+
+    /// Keeps what the server said of this device's clock at the last login or refresh.
+    async fn note_clock(&self, skew_ms: Option<i64>) -> Result<(), Error> {
+        match skew_ms {
+            Some(skew) => {
+                tracing::warn!(skew_ms = skew, "this device's clock is off the server's");
+                self.store
+                    .set_setting("clock_skew_ms", &skew.to_string())
+                    .await
+            }
+            None => self.store.delete_setting("clock_skew_ms").await,
+        }
+    }
+
+    /// How far this device's clock is off the server's (device minus server, ms), if the
+    /// server said it is more than 5 minutes at the last login or refresh.
+    pub async fn clock_skew(&self) -> Result<Option<i64>, Error> {
+        Ok(self
+            .store
+            .setting("clock_skew_ms")
+            .await?
+            .and_then(|skew| skew.parse().ok()))
     }
 
     async fn save(&self, identity: &Identity, tokens: &Tokens) -> Result<(), Error> {
@@ -212,6 +249,7 @@ impl Session {
         };
         let body = RefreshRequest {
             refresh_token: tokens.refresh_token,
+            device_time: Some(crate::now_ms()),
         };
         let response = self
             .post(&identity.server_url, "/api/auth/refresh", &body)
@@ -242,6 +280,7 @@ impl Session {
         // Saved before use: a crash now must not leave the device with a spent token.
         self.save(&identity, &stored).await?;
         data.tokens = Some(stored);
+        self.note_clock(renewed.clock_skew_ms).await?;
         Ok(renewed.access_token)
     }
 

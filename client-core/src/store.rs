@@ -56,6 +56,24 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Removes a document and everything kept of it.
+    pub async fn delete_document(&self, id: DocumentId) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM chunks WHERE document_id = ?1",
+            "DELETE FROM server_sync WHERE document_id = ?1",
+            "DELETE FROM refusals WHERE document_id = ?1",
+            "DELETE FROM documents WHERE id = ?1",
+        ] {
+            sqlx::query(statement)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records (or, with None, clears) the server's refusal of this device's changes.
     pub async fn set_refusal(
         &self,

@@ -189,6 +189,18 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
         states: HashMap::new(),
         catalogs: identity.catalogs.iter().copied().collect(),
         outgoing: Vec::new(),
+        others: match device.actor_users().await {
+            Ok(users) => users
+                .into_iter()
+                .filter(|(_, user)| *user != identity.user_id)
+                .filter_map(|(actor, _)| hex::decode(actor).ok())
+                .map(automerge::ActorId::from)
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read this tablet's other users");
+                HashSet::new()
+            }
+        },
         refused: match device.inner.store.refusals().await {
             Ok(refusals) => refusals.keys().filter_map(|id| id.parse().ok()).collect(),
             Err(error) => {
@@ -243,6 +255,10 @@ struct Connection<'a> {
     outgoing: Vec<Message>,
     /// Documents whose changes the server refused, until it confirms them after all.
     refused: HashSet<DocumentId>,
+    /// Actors other users of this tablet wrote with: a document holding changes of theirs
+    /// that the server has not confirmed is held back in this session (the server binds an
+    /// actor to the user whose session first delivers it).
+    others: HashSet<automerge::ActorId>,
 }
 
 impl Connection<'_> {
@@ -371,6 +387,16 @@ impl Connection<'_> {
             let Some(held) = documents.get(id) else {
                 continue;
             };
+            if !self.others.is_empty()
+                && held
+                    .doc
+                    .get_changes(&held.server_heads)
+                    .iter()
+                    .any(|change| self.others.contains(change.actor_id()))
+            {
+                tracing::info!(document_id = %id, "held back: it holds another user's unsent changes");
+                continue;
+            }
             let state = self.states.entry(*id).or_insert_with(|| state_for(held));
             if let Some(message) = held.doc.generate_sync_message(state) {
                 let empty = held.doc.get_heads().is_empty();

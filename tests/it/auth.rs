@@ -281,3 +281,66 @@ async fn a_handshake_claiming_another_peer_id_is_dropped() {
     assert_eq!(code, Some(1008));
     assert!(errors.iter().any(|e| e.contains("senderId")), "{errors:?}");
 }
+
+/// D11 counts from times the device writes: a device whose clock is off is told at login and
+/// at every refresh, flagged in its device list and the audit trail, and cleared once right.
+#[tokio::test]
+async fn a_device_whose_clock_is_off_is_told_and_flagged() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let now = || chrono::Utc::now().timestamp_millis();
+    let post = |path: &'static str, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(app.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let ahead = post(
+        "/api/auth/login",
+        json!({"username": "alice", "password": PASSWORD, "device_time": now() + 10 * 60_000}),
+    )
+    .await;
+    let skew = ahead["clock_skew_ms"].as_i64().unwrap();
+    assert!((590_000..=610_000).contains(&skew), "{ahead}");
+    let devices = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url("/api/devices"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let listed = devices(ahead["access_token"].as_str().unwrap().to_owned()).await;
+    assert!(listed[0]["clock_skew_ms"].as_i64().is_some(), "{listed}");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'device.clock_skew'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+
+    // Set right: the next refresh says nothing and clears the flag; a few seconds are fine.
+    let right = post(
+        "/api/auth/refresh",
+        json!({"refresh_token": ahead["refresh_token"], "device_time": now() - 3_000}),
+    )
+    .await;
+    assert!(right.get("clock_skew_ms").is_none(), "{right}");
+    let listed = devices(right["access_token"].as_str().unwrap().to_owned()).await;
+    assert!(listed[0]["clock_skew_ms"].is_null(), "{listed}");
+}

@@ -415,3 +415,105 @@ async fn a_second_user_on_a_shared_tablet_writes_in_their_own_name() {
     .unwrap();
     assert_eq!(writers, ["alice", "anna"]);
 }
+
+/// A shared tablet (D21): what one user made offline is delivered only in that user's own
+/// session, never in the next user's (the server would bind it to them, or refuse it for
+/// ever); logging out removes classified documents the next user must not read.
+#[tokio::test]
+async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session() {
+    let app = crate::helpers::spawn_app().await;
+    org(&app).await;
+    let server = format!("http://{}", app.address);
+    let dir = tempfile::tempdir().unwrap();
+    let wait = Duration::from_secs(20);
+    let stored = |id: zhiban_client_core::DocumentId| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT user_id FROM audit_log WHERE action = 'sync.change' AND document_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Alice, offline, reports on the tablet and logs out.
+    let tablet = device(dir.path(), &server, "alice").await;
+    let alice_id = tablet.identity().await.unwrap().user_id;
+    let (hers, _) = tablet
+        .create_record(&json!({"type": "incident", "title": "艾丽斯的报告", "grade": "yellow"}))
+        .await
+        .unwrap();
+    assert_eq!(tablet.logout().await.unwrap(), 0);
+    assert_eq!(tablet.session_state().await, SessionState::LoggedOut);
+
+    // Anna on the same tablet: her report goes, Alice's waits.
+    tablet
+        .login(&server, "anna", PASSWORD, "tablet")
+        .await
+        .unwrap();
+    let (own, _) = tablet
+        .create_record(&json!({"type": "incident", "title": "安娜的报告", "grade": "yellow"}))
+        .await
+        .unwrap();
+    let sync = tablet.start_sync_with(FAST);
+    assert_eq!(
+        tablet.wait_received(&own, wait).await.unwrap(),
+        DeliveryStatus::ReceivedByServer
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stored(hers).await.is_empty(), "delivered in anna's session");
+    assert_eq!(
+        tablet.status(&hers).await.unwrap(),
+        DeliveryStatus::SavedOnDevice
+    );
+    sync.stop().await;
+    tablet.logout().await.unwrap();
+
+    // Alice again: her report goes, as hers.
+    tablet
+        .login(&server, "alice", PASSWORD, "tablet")
+        .await
+        .unwrap();
+    let sync = tablet.start_sync_with(FAST);
+    assert_eq!(
+        tablet.wait_received(&hers, wait).await.unwrap(),
+        DeliveryStatus::ReceivedByServer
+    );
+    assert_eq!(stored(hers).await, vec![alice_id]);
+    sync.stop().await;
+    tablet.logout().await.unwrap();
+
+    // A cleared leader's classified record leaves the tablet with him.
+    tablet
+        .login(&server, "cleared", PASSWORD, "tablet")
+        .await
+        .unwrap();
+    let (secret, _) = tablet
+        .create_record(
+            &json!({"type": "incident", "title": "涉密线索", "grade": "yellow",
+            "classification": "classified"}),
+        )
+        .await
+        .unwrap();
+    let sync = tablet.start_sync_with(FAST);
+    assert_eq!(
+        tablet.wait_received(&secret, wait).await.unwrap(),
+        DeliveryStatus::ReceivedByServer
+    );
+    sync.stop().await;
+    // The record and the unit's classified catalog (which lists classified records).
+    assert_eq!(tablet.logout().await.unwrap(), 2);
+    assert!(tablet.get(&secret).await.is_err());
+    let reopened = Device::open(dir.path()).await.unwrap();
+    assert!(
+        reopened
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id != secret)
+    );
+}

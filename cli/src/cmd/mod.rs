@@ -12,6 +12,7 @@ mod instruct;
 mod list;
 mod log_call;
 mod login;
+mod logout;
 mod on_duty;
 mod report;
 mod rollcall;
@@ -34,6 +35,8 @@ use crate::Context;
 pub(crate) enum Command {
     /// Log this device in to a Zhiban server.
     Login(login::Login),
+    /// End this user's session on a shared tablet (unsent changes wait for their next login).
+    Logout(logout::Logout),
     /// Make a report; it is saved on this device at once, then sent if the server is reachable.
     Report(report::Report),
     /// Show one document.
@@ -80,6 +83,7 @@ impl Command {
     pub async fn apply(self, context: &Context) -> anyhow::Result<i32> {
         match self {
             Command::Login(command) => command.apply(context).await,
+            Command::Logout(command) => command.apply(context).await,
             Command::Report(command) => command.apply(context).await,
             Command::Show(command) => command.apply(context).await,
             Command::List(command) => command.apply(context).await,

@@ -50,6 +50,16 @@ impl Status {
             )?,
             _ => writeln!(human, "not logged in")?,
         }
+        let clock_skew_ms = device.clock_skew().await?;
+        if let Some(skew) = clock_skew_ms {
+            writeln!(
+                human,
+                "this device's clock is {} minutes {} the server's: set it right, or the \
+                 times in its reports are doubtful",
+                skew.unsigned_abs() / 60_000,
+                if skew > 0 { "ahead of" } else { "behind" }
+            )?;
+        }
         writeln!(human, "received by the server: {received}")?;
         if pending.is_empty() {
             write!(human, "only saved on this device: none")?;
@@ -80,6 +90,7 @@ impl Status {
                 "session": session,
                 "pending": pending,
                 "refused": refused,
+                "clock_skew_ms": clock_skew_ms,
                 "received": received,
                 "identity": identity,
             }),

@@ -273,7 +273,14 @@ pub(crate) async fn login(
             device_id
         }
     };
-    let response = issue_tokens(&state, &mut tx, &user_id, &device_id, now).await?;
+    let response = issue_tokens(
+        &state,
+        &mut tx,
+        (&user_id, &device_id),
+        now,
+        request.device_time,
+    )
+    .await?;
     let entry = Entry::new("auth.login").by(&user_id, Some(&device_id));
     audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
@@ -281,13 +288,36 @@ pub(crate) async fn login(
     Ok(Json(response))
 }
 
+/// A device's clock this far off the server's is told so and flagged: the times it writes
+/// into records (when a matter became known, when it was reported) are doubtful (D11).
+const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// New tokens for the device; `device_time` (the device's clock, when it sent its request)
+/// is compared with the server's, and the device flagged (or cleared) accordingly.
 async fn issue_tokens(
     state: &AppState,
     tx: &mut sqlx::AnyConnection,
-    user_id: &str,
-    device_id: &str,
+    (user_id, device_id): (&str, &str),
     now: i64,
+    device_time: Option<i64>,
 ) -> Result<TokenResponse, AppError> {
+    let skew = device_time
+        .map(|at| at.saturating_sub(now))
+        .filter(|skew| skew.unsigned_abs() > MAX_CLOCK_SKEW_MS);
+    if device_time.is_some() {
+        sqlx::query("UPDATE devices SET clock_skew_ms = $1 WHERE id = $2")
+            .bind(skew)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(skew) = skew {
+        tracing::warn!(%user_id, %device_id, skew_ms = skew, "device clock is off");
+        let entry = Entry::new("device.clock_skew")
+            .by(user_id, Some(device_id))
+            .detail(serde_json::json!({ "skew_ms": skew }));
+        audit::append(&mut *tx, &[entry], now).await?;
+    }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -300,7 +330,7 @@ async fn issue_tokens(
     .bind(device_id)
     .bind(now.saturating_add(ttl))
     .bind(now)
-    .execute(tx)
+    .execute(&mut *tx)
     .await?;
     Ok(TokenResponse {
         access_token: state.keys.issue(user_id, device_id)?,
@@ -309,6 +339,7 @@ async fn issue_tokens(
         user_id: user_id.into(),
         device_id: device_id.into(),
         peer_id: PeerId::for_device(user_id, device_id).to_string(),
+        clock_skew_ms: skew,
     })
 }
 
@@ -347,7 +378,14 @@ pub(crate) async fn refresh(
     if spent.rows_affected() != 1 {
         return Err(AppError::Unauthorized("invalid refresh token"));
     }
-    let response = issue_tokens(&state, &mut tx, &user_id, &device_id, now).await?;
+    let response = issue_tokens(
+        &state,
+        &mut tx,
+        (&user_id, &device_id),
+        now,
+        request.device_time,
+    )
+    .await?;
     let entry = Entry::new("auth.refresh").by(&user_id, Some(&device_id));
     audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
@@ -377,7 +415,8 @@ pub(crate) async fn list_devices(
     identity: Identity,
 ) -> Result<Json<Vec<DeviceView>>, AppError> {
     let rows = sqlx::query(
-        "SELECT id, name, created_at, revoked_at FROM devices WHERE user_id = $1 ORDER BY id",
+        "SELECT id, name, created_at, revoked_at, clock_skew_ms FROM devices WHERE user_id = $1 \
+         ORDER BY id",
     )
     .bind(&identity.user_id)
     .fetch_all(&state.pool)
@@ -390,6 +429,7 @@ pub(crate) async fn list_devices(
                 name: row.try_get("name")?,
                 created_at: row.try_get("created_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+                clock_skew_ms: row.try_get("clock_skew_ms")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()?;

@@ -448,7 +448,9 @@ impl Connection<'_> {
                     }
                     Message::Error { message } => {
                         tracing::warn!(%message, "server reported an error");
-                        if let Some((id, reason)) = refusal(&message) {
+                        if let Some((id, reason)) = refusal(&message)
+                            && documents.contains_key(&id)
+                        {
                             refusals.push((id, reason.to_owned()));
                         }
                         continue;

@@ -188,7 +188,10 @@ async fn a_report_killed_right_after_it_returned_survives_and_is_sent() {
     // The shift ends: the officer logs out of the shared phone.
     let out = run(phone.path(), &["logout"]).await;
     assert_eq!(out[0]["logged_out"], true, "{out:?}");
-    assert_eq!(run(phone.path(), &["status"]).await[0]["session"], "logged_out");
+    assert_eq!(
+        run(phone.path(), &["status"]).await[0]["session"],
+        "logged_out"
+    );
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ async fn a_roster_naming_nobody_real_stalls_neither_the_report_nor_other_units_a
         ignored
             .iter()
             .any(|i| i["user_id"] == alice.user_id.as_str()
-                && i["reason"] == "not of this unit or an office above it"),
+                && i["reason"] == "not of the roster's unit"),
         "{step}"
     );
     // Nobody real on the roster: the unit's leaders instead, said so.

@@ -578,3 +578,46 @@ async fn a_refused_change_offered_again_is_refused_again_without_a_new_audit_row
         "{rows:?}"
     );
 }
+
+/// A roster names people by user id; only users of the roster's unit are paged from it. The
+/// superior office's leader written in as the leader on duty is ignored and noted, and the
+/// unit's own leaders are paged instead.
+#[tokio::test]
+async fn a_roster_pages_only_people_of_its_own_unit() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let leader = phone(&app, "cleared").await;
+    let district = app.login("district", "desk").await.user_id;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (roster, _) = leader
+        .device
+        .create_record(&json!({"type": "roster", "title": "本周值班表",
+            "shifts": [{"start": now - 3_600_000, "end": now + 3_600_000, "kind": "workday",
+                "leader": {"user_id": district, "name": "区领导"}, "officers": []}]}))
+        .await
+        .unwrap();
+    leader.received(&roster).await;
+    let anna = phone(&app, "anna").await;
+    let id = anna
+        .device
+        .urgent_report("accident", "road 3", "bridge down")
+        .await
+        .unwrap();
+    anna.received(&id).await;
+    let alert = red_alerts(&app, &id).await.remove(0).0;
+    let token = app.login("cleared", "desk").await.access_token;
+    let view = get(&app, &token, &format!("/api/alerts/{alert}")).await;
+    let step = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["event"] == "alert.step")
+        .unwrap()["detail"]
+        .clone();
+    assert_eq!(step["ignored"][0]["user_id"], district.as_str(), "{step}");
+    assert_eq!(
+        step["ignored"][0]["reason"], "not of the roster's unit",
+        "{step}"
+    );
+    assert_eq!(step["targets"], json!([leader.user_id]), "{step}");
+}

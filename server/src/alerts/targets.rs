@@ -1,7 +1,8 @@
 //! Who a step reaches. User ids come from documents (roster people, instruction addressees)
-//! and policies, and a document may name anyone or anything: only users of the alert's unit
-//! or of an office above it are paged (a classified alert: only cleared ones, D18); the others
-//! are ignored and noted on the timeline. Nobody on the roster falls back to the unit's
+//! and policies, and a document may name anyone or anything: a roster's people count only if
+//! they are users of the roster's unit, other names only if users of the alert's unit or of
+//! an office above it (a classified alert: only cleared ones, D18); the others are ignored and
+//! noted on the timeline. Nobody on the roster falls back to the unit's
 //! leaders (or officers), because an alert must reach someone; that is noted too.
 
 use std::collections::HashMap;
@@ -32,6 +33,16 @@ pub struct Ignored {
     pub reason: &'static str,
 }
 
+/// Whose names are checked, and against what.
+enum Names {
+    /// Found by unit and role: theirs by construction (checked only for clearance).
+    Found,
+    /// A roster's people: users of that roster's unit.
+    Of(String),
+    /// A policy's `user:` or an instruction's addressee: the alert's unit or an office above.
+    UnitOrAbove,
+}
+
 /// The longest user id a document may name; longer ones are ignored unread.
 const MAX_USER_ID: usize = 64;
 
@@ -48,17 +59,17 @@ pub async fn resolve(
         let (candidates, named, fallback) = match target {
             Target::LeaderOnDuty => (
                 on_duty_users(connection, &alert.unit_id, now).await?.0,
-                true,
+                Names::Of(alert.unit_id.clone()),
                 Some((alert.unit_id.clone(), Role::Leader, "unit leaders")),
             ),
             Target::OfficersOnDuty => (
                 on_duty_users(connection, &alert.unit_id, now).await?.1,
-                true,
+                Names::Of(alert.unit_id.clone()),
                 Some((alert.unit_id.clone(), Role::Officer, "unit officers")),
             ),
             Target::UnitLeaders => (
                 users_with_roles(connection, &alert.unit_id, &[Role::Leader]).await?,
-                false,
+                Names::Found,
                 None,
             ),
             Target::SuperiorOnDuty => match superior(connection, &alert.unit_id).await? {
@@ -66,11 +77,11 @@ pub async fn resolve(
                     let (leaders, officers) = on_duty_users(connection, &parent, now).await?;
                     (
                         leaders.into_iter().chain(officers).collect(),
-                        true,
+                        Names::Of(parent.clone()),
                         Some((parent, Role::Leader, "its leaders")),
                     )
                 }
-                None => (Vec::new(), false, None),
+                None => (Vec::new(), Names::Found, None),
             },
             Target::UnitAdmins => {
                 // The nearest office that has admins.
@@ -81,11 +92,11 @@ pub async fn resolve(
                         break;
                     }
                 }
-                (admins, false, None)
+                (admins, Names::Found, None)
             }
-            Target::User(user) => (vec![user.0.clone()], true, None),
+            Target::User(user) => (vec![user.0.clone()], Names::UnitOrAbove, None),
             // Replaced by the reporter when the alert was raised.
-            Target::Responsible => (Vec::new(), false, None),
+            Target::Responsible => (Vec::new(), Names::Found, None),
         };
         let mut found = valid(connection, alert, candidates, named, &mut reached.ignored).await?;
         if found.is_empty()
@@ -95,7 +106,7 @@ pub async fn resolve(
                 .fallbacks
                 .push(format!("{target}: nobody on the roster; {instead}"));
             let users = users_with_roles(connection, &unit, &[role]).await?;
-            found = valid(connection, alert, users, false, &mut reached.ignored).await?;
+            found = valid(connection, alert, users, Names::Found, &mut reached.ignored).await?;
         }
         for user in found {
             if !reached.users.contains(&user) {
@@ -119,19 +130,27 @@ async fn superior(
     )
 }
 
-/// The candidates who may be paged: for `named` ones (from a document or a policy), users of
-/// the alert's unit or an office above it; for a classified alert, cleared users only.
+/// The candidates who may be paged (see `Names`); for a classified alert, cleared users only.
 async fn valid(
     connection: &mut sqlx::AnyConnection,
     alert: &Alert,
     mut candidates: Vec<String>,
-    named: bool,
+    names: Names,
     ignored: &mut Vec<Ignored>,
 ) -> Result<Vec<String>, sqlx::Error> {
     candidates.dedup();
-    if candidates.is_empty() || !(named || alert.classified) {
+    if candidates.is_empty() || (matches!(names, Names::Found) && !alert.classified) {
         return Ok(candidates);
     }
+    // The units whose users count: the roster's, or the alert's and those above it.
+    let (unit, levels_above, outside) = match names {
+        Names::Of(unit) => (unit, 0, "not of the roster's unit"),
+        Names::Found | Names::UnitOrAbove => (
+            alert.unit_id.clone(),
+            64,
+            "not of this unit or an office above it",
+        ),
+    };
     let (plausible, implausible): (Vec<String>, Vec<String>) = candidates
         .into_iter()
         .partition(|id| !id.is_empty() && id.len() <= MAX_USER_ID);
@@ -147,11 +166,14 @@ async fn valid(
              SELECT id, parent_id, 0 FROM units WHERE id = ",
     );
     select
-        .bind(alert.unit_id.clone())
+        .bind(unit)
         .push(
             " UNION SELECT u.id, u.parent_id, a.depth + 1 FROM units u \
-             JOIN above a ON u.id = a.parent_id WHERE a.depth < 64) \
-             SELECT id, cleared, CAST(CASE WHEN unit_id IN (SELECT id FROM above) \
+             JOIN above a ON u.id = a.parent_id WHERE a.depth < ",
+        )
+        .bind(levels_above)
+        .push(
+            ") SELECT id, cleared, CAST(CASE WHEN unit_id IN (SELECT id FROM above) \
              THEN 1 ELSE 0 END AS BIGINT) AS ours FROM users WHERE id IN ",
         )
         .bind_list(plausible.iter().map(|id| Arg::from(id.as_str())));
@@ -174,7 +196,7 @@ async fn valid(
     for id in plausible {
         let reason = match known.get(&id) {
             None => Some("no such user"),
-            Some((false, _)) => Some("not of this unit or an office above it"),
+            Some((false, _)) => Some(outside),
             Some((_, false)) if alert.classified => Some("not cleared for classified items"),
             Some(_) => None,
         };

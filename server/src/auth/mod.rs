@@ -279,10 +279,9 @@ pub(crate) async fn login(
         (&user_id, &device_id),
         now,
         request.device_time,
+        "auth.login",
     )
     .await?;
-    let entry = Entry::new("auth.login").by(&user_id, Some(&device_id));
-    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
     tracing::info!(%user_id, %device_id, "logged in");
     Ok(Json(response))
@@ -292,14 +291,15 @@ pub(crate) async fn login(
 /// into records (when a matter became known, when it was reported) are doubtful (D11).
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// New tokens for the device; `device_time` (the device's clock, when it sent its request)
-/// is compared with the server's, and the device flagged (or cleared) accordingly.
+/// New tokens for the device, audited as `action`; `device_time` (the device's clock, when it
+/// sent its request) is compared with the server's, and the device flagged (or cleared).
 async fn issue_tokens(
     state: &AppState,
     tx: &mut sqlx::AnyConnection,
     (user_id, device_id): (&str, &str),
     now: i64,
     device_time: Option<i64>,
+    action: &'static str,
 ) -> Result<TokenResponse, AppError> {
     let skew = device_time
         .map(|at| at.saturating_sub(now))
@@ -311,13 +311,16 @@ async fn issue_tokens(
             .execute(&mut *tx)
             .await?;
     }
+    let mut entries = vec![Entry::new(action).by(user_id, Some(device_id))];
     if let Some(skew) = skew {
         tracing::warn!(%user_id, %device_id, skew_ms = skew, "device clock is off");
-        let entry = Entry::new("device.clock_skew")
-            .by(user_id, Some(device_id))
-            .detail(serde_json::json!({ "skew_ms": skew }));
-        audit::append(&mut *tx, &[entry], now).await?;
+        entries.push(
+            Entry::new("device.clock_skew")
+                .by(user_id, Some(device_id))
+                .detail(serde_json::json!({ "skew_ms": skew })),
+        );
     }
+    audit::append(&mut *tx, &entries, now).await?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -384,10 +387,9 @@ pub(crate) async fn refresh(
         (&user_id, &device_id),
         now,
         request.device_time,
+        "auth.refresh",
     )
     .await?;
-    let entry = Entry::new("auth.refresh").by(&user_id, Some(&device_id));
-    audit::append(&mut tx, &[entry], now).await?;
     tx.commit().await?;
     Ok(Json(response))
 }

@@ -97,31 +97,20 @@ pub fn check(before: &Seen, after: &Seen, writer: &Writer) -> Result<(), Violati
     if writer.superior && !matches!(after.record, Some(Record::Incident(_))) {
         return refuse("W2", "an office above the unit may only give instructions");
     }
+    // A new record (or one that was not of this type) is judged against an empty one.
     match (before.record.as_ref(), after.record.as_ref()) {
-        (before, Some(Record::Incident(after))) => {
-            let empty = Incident::default();
-            let before = match before {
-                Some(Record::Incident(before)) => before,
-                _ => &empty,
-            };
+        (Some(Record::Incident(before)), Some(Record::Incident(after))) => {
             incident(before, after, writer)
         }
-        (before, Some(Record::Roster(after))) => {
-            let empty = Roster::default();
-            let before = match before {
-                Some(Record::Roster(before)) => before,
-                _ => &empty,
-            };
+        (_, Some(Record::Incident(after))) => incident(&Incident::default(), after, writer),
+        (Some(Record::Roster(before)), Some(Record::Roster(after))) => {
             roster(before, after, writer)
         }
-        (before, Some(Record::Handover(after))) => {
-            let empty = Handover::default();
-            let before = match before {
-                Some(Record::Handover(before)) => before,
-                _ => &empty,
-            };
+        (_, Some(Record::Roster(after))) => roster(&Roster::default(), after, writer),
+        (Some(Record::Handover(before)), Some(Record::Handover(after))) => {
             handover(before, after, writer)
         }
+        (_, Some(Record::Handover(after))) => handover(&Handover::default(), after, writer),
         _ => Ok(()),
     }
 }

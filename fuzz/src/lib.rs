@@ -111,6 +111,7 @@ fn project(doc: &Automerge, change: Change<'_>) {
         document_id: DocumentId::from_bytes([7; 16]),
         meta: &meta,
         doc,
+        receipts: &Default::default(),
     };
     let _ = records::project(&source, change, false);
 }

@@ -43,6 +43,20 @@ pub struct ActorBinding {
     pub device_id: String,
 }
 
+/// When the server first received one change, and the earliest time the device that sent it
+/// could have made it: what the times a change writes are checked against (D11-D13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The change's actor (hex) and the counters of its first and last operation: a value's
+    /// operation id finds the change that wrote it.
+    pub actor: String,
+    pub start_op: u64,
+    pub end_op: u64,
+    pub hash: String,
+    pub received_at: i64,
+    pub earliest: i64,
+}
+
 fn meta_from_row(row: &sqlx::any::AnyRow) -> Result<DocumentMeta, sqlx::Error> {
     Ok(DocumentMeta {
         unit_id: row.try_get("unit_id")?,
@@ -182,6 +196,65 @@ pub async fn register(
 
 /// Rows per multi-row INSERT: well under both backends' limits on bound parameters.
 const ROWS_PER_INSERT: usize = 500;
+
+/// Stores the receipts of a round's changes. A change delivered twice (two devices of one
+/// user, a retried round) keeps its first receipt.
+pub async fn store_receipts(
+    tx: &mut sqlx::AnyConnection,
+    backend: Backend,
+    receipts: &[(&DocumentId, &Receipt)],
+) -> Result<(), sqlx::Error> {
+    for rows in receipts.chunks(ROWS_PER_INSERT) {
+        let mut insert = Sql::for_backend(
+            "INSERT INTO change_receipts (document_id, actor, start_op, end_op, hash, \
+             received_at, earliest) VALUES ",
+            backend.is_sqlite(),
+        );
+        for (index, (document_id, receipt)) in rows.iter().enumerate() {
+            if index > 0 {
+                insert.push(", ");
+            }
+            insert.bind_list([
+                Arg::from(document_id.to_string()),
+                Arg::from(receipt.actor.clone()),
+                Arg::from(i64::try_from(receipt.start_op).unwrap_or(i64::MAX)),
+                Arg::from(i64::try_from(receipt.end_op).unwrap_or(i64::MAX)),
+                Arg::from(receipt.hash.clone()),
+                Arg::from(receipt.received_at),
+                Arg::from(receipt.earliest),
+            ]);
+        }
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.query().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Every receipt of a document.
+pub async fn load_receipts(
+    pool: &Pool,
+    document_id: &DocumentId,
+) -> Result<Vec<Receipt>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT actor, start_op, end_op, hash, received_at, earliest FROM change_receipts \
+         WHERE document_id = $1",
+    )
+    .bind(document_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Receipt {
+                actor: row.try_get("actor")?,
+                start_op: u64::try_from(row.try_get::<i64, _>("start_op")?).unwrap_or(0),
+                end_op: u64::try_from(row.try_get::<i64, _>("end_op")?).unwrap_or(0),
+                hash: row.try_get("hash")?,
+                received_at: row.try_get("received_at")?,
+                earliest: row.try_get("earliest")?,
+            })
+        })
+        .collect()
+}
 
 /// Stores the chunks of many documents: change chunks, the bulk of a busy round, in
 /// multi-row INSERTs; snapshots each with the deletion of the chunks they replace.

@@ -73,14 +73,19 @@ pub(crate) struct RollCalls {
     answer_rate: Option<f64>,
 }
 
-/// First reports of the unit's incidents that became known in the window (D11, D13).
-/// An incident with no first report counts as late once its deadline has passed, and not at
-/// all before.
+/// First reports of the unit's incidents that became known in the window (D11, D13), by the
+/// times the server counts (`records::times`). An incident with no first report counts as
+/// late once its deadline has passed, and not at all before.
 #[derive(Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Reporting {
     incidents: i64,
     first_report_on_time: i64,
     timeliness_rate: Option<f64>,
+    /// Every incident that became known in the window, counted or not yet.
+    known: i64,
+    /// Of those, the ones with a time the device wrote that could not be true: backdated, or
+    /// after the server received it.
+    backdated: i64,
 }
 
 /// Of those incidents, the ones that have needed follow-up reports (D12): the cadence is kept
@@ -275,23 +280,29 @@ impl RollCallOutcome {
 
 async fn incidents(scope: &Scope<'_>) -> Result<(Reporting, FollowUps), sqlx::Error> {
     let mut select = Sql::new(
-        "SELECT known_at, first_report_at, follow_ups, final_report_at FROM incidents \
-         WHERE unit_id = ",
+        "SELECT record_known_at AS known_at, first_report_at, follow_ups, final_report_at, \
+         backdated FROM incidents WHERE unit_id = ",
     );
     select
         .bind(scope.unit_id)
-        .push(" AND known_at >= ")
+        .push(" AND record_known_at >= ")
         .bind(scope.from)
-        .push(" AND known_at < ")
+        .push(" AND record_known_at < ")
         .bind(scope.to);
     scope
         .visibility
         .restrict(&mut select, "unit_id", "classified <> 0");
     let rows = select.query().fetch_all(scope.pool).await?;
-    let mut reporting = Reporting::default();
+    let mut reporting = Reporting {
+        known: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+        ..Reporting::default()
+    };
     let mut follow_ups = FollowUps::default();
     for row in &rows {
         let known_at: i64 = row.try_get("known_at")?;
+        if row.try_get::<i64, _>("backdated")? > 0 {
+            reporting.backdated += 1;
+        }
         let first_report_at: Option<i64> = row.try_get("first_report_at")?;
         match first_report_at {
             Some(first) => {
@@ -425,7 +436,7 @@ fn to_csv(kpis: &Kpis) -> String {
         &kpis.acknowledgement,
         &kpis.coverage,
     );
-    let rows: [(&str, i64, i64, Option<String>); 6] = [
+    let rows: [(&str, i64, i64, Option<String>); 7] = [
         (
             "rollcall_answer_rate",
             rollcalls.answered_in_time,
@@ -437,6 +448,12 @@ fn to_csv(kpis: &Kpis) -> String {
             reporting.first_report_on_time,
             reporting.incidents,
             reporting.timeliness_rate.map(|rate| rate.to_string()),
+        ),
+        (
+            "reporting_backdated",
+            reporting.backdated,
+            reporting.known,
+            Some(reporting.backdated.to_string()),
         ),
         (
             "follow_up_cadence_rate",

@@ -110,6 +110,7 @@ async fn run() -> anyhow::Result<()> {
                 document_id: id,
                 meta: &meta,
                 doc: &doc,
+                receipts: &Default::default(),
             };
             works.push(Work::Document(Box::new(DocumentWork {
                 document_id: id,
@@ -118,6 +119,7 @@ async fn run() -> anyhow::Result<()> {
                     seq: 0,
                     data: doc.save(),
                 },
+                receipts: Vec::new(),
                 actors: Vec::new(),
                 record: records::project(&source, Change::All, true),
                 audit: vec![audit(id, "document.register"), audit(id, "sync.change")],
@@ -142,6 +144,7 @@ async fn run() -> anyhow::Result<()> {
         document_id: log,
         meta: &meta,
         doc: &doc,
+        receipts: &Default::default(),
     };
     let first = Work::Document(Box::new(DocumentWork {
         document_id: log,
@@ -150,6 +153,7 @@ async fn run() -> anyhow::Result<()> {
             seq: 0,
             data: doc.save(),
         },
+        receipts: Vec::new(),
         actors: Vec::new(),
         record: records::project(&source, Change::All, true),
         audit: vec![audit(log, "document.register")],
@@ -178,6 +182,7 @@ async fn run() -> anyhow::Result<()> {
             document_id: log,
             meta: &meta,
             doc: &doc,
+            receipts: &Default::default(),
         };
         works.push(Work::Document(Box::new(DocumentWork {
             document_id: log,
@@ -187,6 +192,7 @@ async fn run() -> anyhow::Result<()> {
                 seq: i64::try_from(number)? + 1,
                 data: doc.save_after(&heads),
             },
+            receipts: Vec::new(),
             actors: Vec::new(),
             record: records::project(&source, Change::Patches(&patches), false),
             audit: vec![audit(log, "sync.change")],

@@ -378,11 +378,25 @@ async fn reporting_deadlines_remind_the_reporter_then_escalate_and_settle_when_r
         .await
         .unwrap();
     device.wait_received(&incident, WAIT).await.unwrap();
-    scene.clock.advance(10 * MINUTE);
+    // The device writes its own (real) time, an hour behind the server's moved clock: the
+    // report counts from when the server received it (`records::times`).
+    let reported = get(
+        scene.app(),
+        &officer.access_token,
+        &format!("/api/incidents/{incident}"),
+    )
+    .await;
+    assert_eq!(
+        reported["timeliness"]["first_report_at"],
+        known_at + HOUR_MS,
+        "{reported}"
+    );
+    // Reminded 10 minutes before the follow-up is due, 2 h after that.
+    scene.clock.advance(109 * MINUTE);
     scene.receiver.expect_none(Duration::from_millis(300)).await;
-    // (The report was written a moment after the clock's start, in real time.)
-    scene.clock.advance(41 * MINUTE);
+    scene.clock.advance(MINUTE);
     let follow_up = scene.next().await;
+    assert_eq!(follow_up.json()["due_at"], known_at + 3 * HOUR_MS);
     assert_eq!(follow_up.name, "officer");
     assert_eq!(follow_up.json()["kind"], "follow_up");
     device

@@ -115,6 +115,18 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
+/// [`spawn_app`] on a manual clock, for tests that move the server's time.
+pub async fn spawn_app_on(clock: zhiban_server::clock::Clock) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_app_with(Settings {
+        clock,
+        ..test_settings(dir.path())
+    })
+    .await;
+    app._dir = Some(dir);
+    app
+}
+
 /// Starts the server with `settings` (its data directory is kept by the caller).
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     init_logs();

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use zhiban_client_core::{Backoff, Device};
 use zhiban_server::access::Role;
 
-use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app};
+use zhiban_server::Settings;
+use zhiban_server::clock::Clock;
+
+use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app_on, spawn_app_with};
 
 const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
@@ -18,32 +21,44 @@ const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
-/// Creates `records` from a fresh device of `username` and waits until the server has them.
-async fn create_records(app: &TestApp, username: &str, records: &[Value]) {
-    let dir = tempfile::tempdir().unwrap();
-    let device = Device::open(dir.path()).await.unwrap();
-    device
-        .login(
-            &format!("http://{}", app.address),
-            username,
-            PASSWORD,
-            "tablet",
-        )
-        .await
-        .unwrap();
-    let sync = device.start_sync_with(FAST);
-    let mut ids = Vec::new();
-    for record in records {
-        let (id, _warnings) = device.create_record(record).await.unwrap();
-        ids.push(id);
-    }
-    for id in &ids {
+/// A tablet of `username`, logged in at the server's present time.
+struct Tablet {
+    device: Device,
+    _dir: tempfile::TempDir,
+}
+
+impl Tablet {
+    async fn login(app: &TestApp, username: &str) -> Tablet {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::open(dir.path()).await.unwrap();
         device
-            .wait_received(id, Duration::from_secs(20))
+            .login(
+                &format!("http://{}", app.address),
+                username,
+                PASSWORD,
+                "tablet",
+            )
             .await
             .unwrap();
+        Tablet { device, _dir: dir }
     }
-    sync.stop().await;
+
+    /// Creates `records` and waits until the server has them.
+    async fn create(&self, records: &[Value]) {
+        let sync = self.device.start_sync_with(FAST);
+        let mut ids = Vec::new();
+        for record in records {
+            let (id, _warnings) = self.device.create_record(record).await.unwrap();
+            ids.push(id);
+        }
+        for id in &ids {
+            self.device
+                .wait_received(id, Duration::from_secs(20))
+                .await
+                .unwrap();
+        }
+        sync.stop().await;
+    }
 }
 
 /// An alert row as the alert engine will write it.
@@ -142,6 +157,17 @@ fn figures(mut kpis: Value) -> Value {
 
 async fn scenario(app: &TestApp) {
     let org = org(app).await;
+    // The tablets log in 41 days back by the server's clock and are offline until now: the
+    // times they write below all lie between their last contact and the server's receipt,
+    // so each counts as written (`records::times`).
+    let (alice_tablet, cleared_tablet, bob_tablet) = (
+        Tablet::login(app, "alice").await,
+        Tablet::login(app, "cleared").await,
+        Tablet::login(app, "bob").await,
+    );
+    app.settings
+        .clock
+        .advance(Duration::from_millis(41 * DAY as u64));
     let district: String = sqlx::query_scalar("SELECT parent_id FROM units WHERE id = $1")
         .bind(&org.unit_a)
         .fetch_one(&app.pool)
@@ -151,17 +177,15 @@ async fn scenario(app: &TestApp) {
     app.create_user("watcher", &district, Role::Officer, false)
         .await;
     let caller = app.login("district", "desk").await;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = app.settings.clock.now_ms();
     let (from, to) = (now - DAY, now + HOUR);
     // Well outside the window, and outside the default 30 days too.
     let long_ago = now - 40 * DAY;
 
     // Incidents, written from devices; the projection derives the report chain.
     let (i1, i2, i3) = (now - 10 * HOUR, now - 8 * HOUR, now - 5 * HOUR);
-    create_records(
-        app,
-        "alice",
-        &[
+    alice_tablet
+        .create(&[
             // On time; two follow-ups due by the final report 5 h after the first, two made.
             incident(
                 "化工厂泄漏",
@@ -189,31 +213,25 @@ async fn scenario(app: &TestApp) {
             // No first report yet, but its hour is not up: not counted.
             incident("居民楼火情", now - 10 * MINUTE, &[]),
             incident("旧事", long_ago, &[("first", long_ago + MINUTE)]),
-        ],
-    )
-    .await;
+        ])
+        .await;
     // Classified: on time, one follow-up due and none made.
     let secret = now - 3 * HOUR;
     let mut classified = incident("涉密线索", secret, &[("first", secret + 10 * MINUTE)]);
     classified["classification"] = json!("classified");
-    create_records(app, "cleared", &[classified]).await;
-    create_records(
-        app,
-        "bob",
-        &[incident(
+    cleared_tablet.create(&[classified]).await;
+    bob_tablet
+        .create(&[incident(
             "邻镇事件",
             now - 2 * HOUR,
             &[("first", now - HOUR)],
-        )],
-    )
-    .await;
+        )])
+        .await;
 
     // Rosters (a leader's to write, W7): two of the three shifts overlapping the window have a
     // leader and an officer.
-    create_records(
-        app,
-        "cleared",
-        &[json!({
+    cleared_tablet
+        .create(&[json!({
             "type": "roster", "title": "值班表", "holiday": false,
             "shifts": [
                 shift(now - 30 * HOUR, now - 12 * HOUR, true, 1),
@@ -221,15 +239,14 @@ async fn scenario(app: &TestApp) {
                 shift(now - 4 * HOUR, now + 4 * HOUR, true, 2),
                 shift(long_ago, long_ago + 8 * HOUR, false, 0),
             ],
-        })],
-    )
-    .await;
+        })])
+        .await;
     let mut classified_roster = json!({
         "type": "roster", "title": "涉密值班表", "holiday": false,
         "shifts": [shift(now - 2 * HOUR, now + 2 * HOUR, false, 1)],
     });
     classified_roster["classification"] = json!("classified");
-    create_records(app, "cleared", &[classified_roster]).await;
+    cleared_tablet.create(&[classified_roster]).await;
 
     // Roll-calls with a 10-minute window: in time, late, missed, open past its window (so
     // missed), open and still answerable (not counted), another unit's, and one long ago.
@@ -284,7 +301,8 @@ async fn scenario(app: &TestApp) {
         "unit_id": unit_a, "from": from, "to": to,
         "rollcalls": {"total": 4, "answered_in_time": 1, "answered_late": 1, "missed": 2,
                       "answer_rate": 0.25},
-        "reporting": {"incidents": 4, "first_report_on_time": 2, "timeliness_rate": 0.5},
+        "reporting": {"incidents": 4, "first_report_on_time": 2, "timeliness_rate": 0.5,
+                      "known": 5, "backdated": 0},
         "follow_ups": {"incidents": 3, "cadence_kept": 2, "rate": 2.0 / 3.0},
         "acknowledgement": {"alerts": 4, "acknowledged": 3, "median_secs": 120, "p90_secs": 600},
         "coverage": {"shifts": 3, "covered": 2, "rate": 2.0 / 3.0},
@@ -306,7 +324,8 @@ async fn scenario(app: &TestApp) {
     let cleared = json!({
         "unit_id": unit_a, "from": from, "to": to,
         "rollcalls": uncleared["rollcalls"],
-        "reporting": {"incidents": 5, "first_report_on_time": 3, "timeliness_rate": 0.6},
+        "reporting": {"incidents": 5, "first_report_on_time": 3, "timeliness_rate": 0.6,
+                      "known": 6, "backdated": 0},
         "follow_ups": {"incidents": 4, "cadence_kept": 2, "rate": 0.5},
         "acknowledgement": {"alerts": 5, "acknowledged": 4, "median_secs": 60, "p90_secs": 600},
         "coverage": {"shifts": 4, "covered": 2, "rate": 0.5},
@@ -354,6 +373,7 @@ async fn scenario(app: &TestApp) {
         "unit_id,from,to,metric,numerator,denominator,value".to_owned(),
         format!("{prefix},rollcall_answer_rate,1,4,0.25"),
         format!("{prefix},reporting_timeliness_rate,2,4,0.5"),
+        format!("{prefix},reporting_backdated,0,5,0"),
         format!("{prefix},follow_up_cadence_rate,2,3,{}", 2.0f64 / 3.0),
         format!("{prefix},ack_median_secs,3,4,120"),
         format!("{prefix},ack_p90_secs,3,4,600"),
@@ -424,9 +444,14 @@ async fn scenario(app: &TestApp) {
     }
 }
 
+/// The server's clock, 41 days back: see `scenario`.
+fn clock() -> Clock {
+    Clock::manual(chrono::Utc::now().timestamp_millis() - 41 * DAY)
+}
+
 #[tokio::test]
 async fn kpis_count_exactly_what_the_caller_may_see() {
-    let app = spawn_app().await;
+    let app = spawn_app_on(clock()).await;
     scenario(&app).await;
 }
 
@@ -434,6 +459,10 @@ async fn kpis_count_exactly_what_the_caller_may_see() {
 async fn kpis_count_the_same_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let (settings, _database) = crate::helpers::postgres_settings(dir.path()).await;
-    let app = crate::helpers::spawn_app_with(settings).await;
+    let app = spawn_app_with(Settings {
+        clock: clock(),
+        ..settings
+    })
+    .await;
     scenario(&app).await;
 }

@@ -32,6 +32,7 @@ mod push_api;
 mod push_receiver;
 #[path = "../support/push_receiver.rs"]
 mod push_receiver_support;
+mod record_times;
 mod records;
 mod relay;
 #[path = "../support/samod_peer.rs"]

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use zhiban_client_core::{Backoff, DeliveryStatus, Device, DocumentId};
 
-use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app};
+use zhiban_server::clock::Clock;
+
+use crate::helpers::{Org, PASSWORD, TestApp, get, org, spawn_app, spawn_app_on};
 
 const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
@@ -48,6 +50,18 @@ async fn report(
     id
 }
 
+/// A server whose clock stands at `since` (a minute before), with alice's device in `dir`
+/// logged in then; the clock is then moved to `now`. The device was offline in between, so
+/// what it writes about that time counts as written (`records::times`).
+async fn offline_since(since: i64, dir: &std::path::Path, now: i64) -> (TestApp, Org) {
+    let clock = Clock::manual(since - 60_000);
+    let app = spawn_app_on(clock.clone()).await;
+    let org = org(&app).await;
+    logged_in(&app, dir, "alice").await;
+    clock.advance(Duration::from_millis((now - clock.now_ms()) as u64));
+    (app, org)
+}
+
 fn ids(hits: &Value, list: &str) -> Vec<String> {
     hits[list]
         .as_array()
@@ -61,6 +75,9 @@ fn ids(hits: &Value, list: &str) -> Vec<String> {
 async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user_may_see() {
     let app = spawn_app().await;
     org(&app).await;
+    // Times a few minutes back: within what the server accepts from a device that just
+    // logged in (`records::times`).
+    let base = chrono::Utc::now().timestamp_millis() - 3 * 60_000;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let wages = report(
         &app,
@@ -69,7 +86,7 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
         &json!({
             "type": "incident", "title": "农民工讨薪事件", "category": "social_security",
             "grade": "yellow", "level": "IV", "status": "open", "location": "建设路工地",
-            "known_at": 1_700_000_000_000i64, "reported_at": 1_700_000_600_000i64,
+            "known_at": base, "reported_at": base + 60_000,
             "reported_by": "alice", "notes": [{"text": "约三十人聚集在工地门口"}],
         }),
     )
@@ -80,7 +97,7 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
         "cleared",
         &json!({
             "type": "incident", "title": "讨薪人员涉密线索", "classification": "classified",
-            "grade": "red", "reported_at": 1_700_000_700_000i64,
+            "grade": "red", "reported_at": base + 70_000,
         }),
     )
     .await;
@@ -88,7 +105,7 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
         &app,
         dirs[2].path(),
         "bob",
-        &json!({"type": "incident", "title": "山体滑坡", "grade": "red", "reported_at": 1_700_000_800_000i64}),
+        &json!({"type": "incident", "title": "山体滑坡", "grade": "red", "reported_at": base + 80_000}),
     )
     .await;
     let (wages, secret, landslide) = (wages.to_string(), secret.to_string(), landslide.to_string());
@@ -152,7 +169,7 @@ async fn incidents_are_projected_and_searchable_in_chinese_within_what_each_user
     let window = get(
         &app,
         &district,
-        "/api/incidents?from=1700000650000&to=1700000750000",
+        &format!("/api/incidents?from={}&to={}", base + 65_000, base + 75_000),
     )
     .await;
     assert_eq!(ids(&window, "incidents"), vec![secret.clone()]);
@@ -656,13 +673,12 @@ async fn who_is_on_duty_follows_the_roster_across_midnight_and_leader_approved_s
 
 #[tokio::test]
 async fn each_incident_shows_its_reporting_against_the_deadlines() {
-    let app = spawn_app().await;
-    org(&app).await;
     let hour = 3_600_000i64;
     let now = chrono::Utc::now().timestamp_millis();
     let known = now - 6 * hour;
     let first = known + 90 * 60_000;
     let dir = tempfile::tempdir().unwrap();
+    let (app, _) = offline_since(known, dir.path(), now).await;
     let id = report(
         &app,
         dir.path(),
@@ -692,8 +708,11 @@ async fn each_incident_shows_its_reporting_against_the_deadlines() {
 
 #[tokio::test]
 async fn a_unit_sets_its_own_reporting_intervals_and_its_deadlines_follow() {
-    let app = spawn_app().await;
-    let org = org(&app).await;
+    let minute = 60_000i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let known = now - 45 * minute;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, org) = offline_since(known, dir.path(), now).await;
     let put = |username: &'static str, body: Value| {
         let app = &app;
         let unit = org.unit_a.clone();
@@ -734,9 +753,6 @@ async fn a_unit_sets_its_own_reporting_intervals_and_its_deadlines_follow() {
         (Some(30), Some(60))
     );
 
-    let minute = 60_000i64;
-    let known = chrono::Utc::now().timestamp_millis() - 45 * minute;
-    let dir = tempfile::tempdir().unwrap();
     let id = report(
         &app,
         dir.path(),

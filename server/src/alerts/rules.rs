@@ -190,7 +190,7 @@ async fn incident_alerts(
         return Ok(raised);
     }
     let responsible = common.created_by.clone();
-    match (incident.known_at, incident.first_report_at) {
+    match (incident.record_known_at, incident.first_report_at) {
         (Some(known_at), None) => {
             let alert = NewAlert {
                 kind: AlertKind::FirstReport,

@@ -19,7 +19,8 @@ use zhiban_records::Intervals;
 
 use crate::alerts::{self, Raised};
 use crate::db::{Backend, Pool, begin_write, is_transient, savepoint};
-use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
+use crate::documents::{self, ActorBinding, Chunk, DocumentMeta, Receipt};
+use crate::records::times::Receipts;
 use crate::records::{self, Change, Projection, Source};
 use crate::{audit, outbox};
 
@@ -32,6 +33,8 @@ pub struct DocumentWork {
     /// Set the first time the server stores the document.
     pub register: Option<DocumentMeta>,
     pub chunk: Chunk,
+    /// When the round's changes arrived (kept for incidents: `records::times`).
+    pub receipts: Vec<Receipt>,
     /// Actors first seen in this round, bound to the users who delivered their changes.
     pub actors: Vec<ActorBinding>,
     /// The record's rows after this round, for a duty record.
@@ -143,6 +146,16 @@ async fn apply_once(
         .map(|document| (&document.document_id, &document.chunk))
         .collect();
     documents::store_chunks(&mut tx, backend, &chunks, now).await?;
+    let receipts: Vec<(&DocumentId, &Receipt)> = documents
+        .iter()
+        .flat_map(|document| {
+            document
+                .receipts
+                .iter()
+                .map(|receipt| (&document.document_id, receipt))
+        })
+        .collect();
+    documents::store_receipts(&mut tx, backend, &receipts).await?;
     // Bindings before rows: the rules check who wrote an instruction or an approval.
     for binding in documents.iter().flat_map(|document| &document.actors) {
         documents::bind_actor(&mut tx, binding, now).await?;
@@ -296,10 +309,12 @@ pub async fn reproject(pool: &Pool, now: i64, intervals: Intervals) -> anyhow::R
         for chunk in &stored.chunks {
             doc.load_incremental(chunk)?;
         }
+        let receipts = Receipts::new(documents::load_receipts(pool, &document_id).await?);
         let source = Source {
             document_id,
             meta: &meta,
             doc: &doc,
+            receipts: &receipts,
         };
         if let Some(projection) = records::project(&source, Change::All, false) {
             works.push(Work::Rederive(Box::new(projection)));

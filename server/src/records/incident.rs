@@ -3,7 +3,7 @@
 //! paging) and `GET /api/incidents/{id}` (with instructions and the alerts' timeline), both
 //! limited to what the caller may see (D18).
 
-use automerge::Automerge;
+use automerge::{Automerge, ObjId, ROOT};
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,6 +12,7 @@ use sqlx::Row;
 use zhiban_api::{IncidentPage, IncidentView, InstructionView};
 use zhiban_records::{Grade, Incident, Intervals, Level, Timeliness};
 
+use super::times::{self, Receipts};
 use super::{Common, document_id, element, from_json, parse_name, to_json, writer};
 use crate::AppState;
 use crate::access::{Identity, Visibility};
@@ -33,11 +34,17 @@ pub struct IncidentRow {
     pub grade: Option<Grade>,
     pub status: Option<String>,
     pub location: Option<String>,
+    /// As the device wrote them.
     pub known_at: Option<i64>,
     pub reported_at: Option<i64>,
+    /// The times the deadlines run on (`times`): from here on, the server's.
+    pub record_known_at: Option<i64>,
+    pub record_reported_at: Option<i64>,
     pub first_report_at: Option<i64>,
     pub follow_ups: Vec<i64>,
     pub final_report_at: Option<i64>,
+    /// Written times that could not be true (`times`), as problems of the record.
+    pub backdated: Vec<String>,
 }
 
 /// An instruction, and the actor that wrote its `by`: it counts as the leader's only if that
@@ -55,7 +62,7 @@ pub struct InstructionRow {
     pub done: bool,
 }
 
-pub fn project(doc: &Automerge, incident: &Incident) -> Rows {
+pub fn project(doc: &Automerge, incident: &Incident, receipts: &Receipts) -> Rows {
     let instructions = incident
         .instructions
         .iter()
@@ -72,6 +79,22 @@ pub fn project(doc: &Automerge, incident: &Incident) -> Rows {
             done: instruction.done,
         })
         .collect();
+    // The report chain again with the times the server counts.
+    let mut counted = incident.clone();
+    let mut backdated = Vec::new();
+    let mut check = |object: &ObjId, key: &str, written: Option<i64>, label: &str| {
+        let checked = times::check(doc, receipts, object, key, written, label);
+        backdated.extend(checked.problem);
+        checked.counted
+    };
+    counted.known_at = check(&ROOT, "known_at", incident.known_at, "known_at");
+    counted.reported_at = check(&ROOT, "reported_at", incident.reported_at, "reported_at");
+    for (position, report) in counted.reports.iter_mut().enumerate() {
+        if let Some(item) = element(doc, "reports", position) {
+            let label = format!("the time of report {}", position + 1);
+            report.at = check(&item, "at", report.at, &label);
+        }
+    }
     Rows {
         incident: Some(IncidentRow {
             title: incident.title.clone(),
@@ -82,9 +105,12 @@ pub fn project(doc: &Automerge, incident: &Incident) -> Rows {
             location: incident.location.clone(),
             known_at: incident.known_at,
             reported_at: incident.reported_at,
-            first_report_at: incident.first_report_at(),
-            follow_ups: incident.follow_up_times(),
-            final_report_at: incident.final_report_at(),
+            record_known_at: counted.known_at,
+            record_reported_at: counted.reported_at,
+            first_report_at: counted.first_report_at(),
+            follow_ups: counted.follow_up_times(),
+            final_report_at: counted.final_report_at(),
+            backdated,
         }),
         instructions,
     }
@@ -103,15 +129,18 @@ pub async fn write(
     sqlx::query(
         "INSERT INTO incidents (document_id, unit_id, classified, title, category, level, \
          grade, status, location, known_at, reported_at, first_report_at, follow_ups, \
-         final_report_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         final_report_at, updated_at, record_known_at, record_reported_at, backdated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18) \
          ON CONFLICT (document_id) DO UPDATE SET unit_id = excluded.unit_id, \
          classified = excluded.classified, title = excluded.title, \
          category = excluded.category, level = excluded.level, grade = excluded.grade, \
          status = excluded.status, location = excluded.location, \
          known_at = excluded.known_at, reported_at = excluded.reported_at, \
          first_report_at = excluded.first_report_at, follow_ups = excluded.follow_ups, \
-         final_report_at = excluded.final_report_at, updated_at = excluded.updated_at",
+         final_report_at = excluded.final_report_at, updated_at = excluded.updated_at, \
+         record_known_at = excluded.record_known_at, \
+         record_reported_at = excluded.record_reported_at, backdated = excluded.backdated",
     )
     .bind(&id)
     .bind(&common.unit_id)
@@ -128,6 +157,9 @@ pub async fn write(
     .bind(to_json(&incident.follow_ups))
     .bind(incident.final_report_at)
     .bind(now)
+    .bind(incident.record_known_at)
+    .bind(incident.record_reported_at)
+    .bind(i64::try_from(incident.backdated.len()).unwrap_or(i64::MAX))
     .execute(&mut *tx)
     .await?;
     if !common.fresh {
@@ -193,8 +225,8 @@ pub(crate) struct Filter {
 }
 
 const COLUMNS: &str = "SELECT i.document_id, i.unit_id, i.classified, i.title, i.category, \
-     i.level, i.grade, i.status, i.location, i.known_at, i.reported_at, i.first_report_at, \
-     i.follow_ups, i.final_report_at, r.warnings, r.problems, r.flag, \
+     i.level, i.grade, i.status, i.location, i.known_at, i.reported_at, i.record_known_at, \
+     i.first_report_at, i.follow_ups, i.final_report_at, r.warnings, r.problems, r.flag, \
      u.first_report_minutes, u.follow_up_minutes FROM incidents i \
      LEFT JOIN records r ON r.document_id = i.document_id LEFT JOIN units u ON u.id = i.unit_id";
 
@@ -317,9 +349,8 @@ fn view(
 ) -> Result<IncidentView, sqlx::Error> {
     let follow_ups: Vec<i64> =
         from_json(row.try_get::<Option<String>, _>("follow_ups")?.as_deref());
-    let known_at = row.try_get("known_at")?;
     let timeliness = Timeliness::of(
-        known_at,
+        row.try_get("record_known_at")?,
         row.try_get("first_report_at")?,
         &follow_ups,
         row.try_get("final_report_at")?,
@@ -340,7 +371,7 @@ fn view(
         grade: parse_name(row.try_get("grade")?),
         status: row.try_get("status")?,
         location: row.try_get("location")?,
-        known_at,
+        known_at: row.try_get("known_at")?,
         reported_at: row.try_get("reported_at")?,
         warnings: from_json(row.try_get::<Option<String>, _>("warnings")?.as_deref()),
         problems: from_json(row.try_get::<Option<String>, _>("problems")?.as_deref()),

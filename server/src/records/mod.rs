@@ -17,6 +17,7 @@ pub mod register;
 pub mod roster;
 pub mod search;
 pub mod status;
+pub mod times;
 
 use automerge::{Automerge, ObjId, Patch, ReadDoc};
 use serde_json::Value;
@@ -51,6 +52,8 @@ pub struct Source<'a> {
     pub document_id: DocumentId,
     pub meta: &'a DocumentMeta,
     pub doc: &'a Automerge,
+    /// When the server received the document's changes (kept for incidents).
+    pub receipts: &'a times::Receipts,
 }
 
 /// What every record's rows carry.
@@ -149,11 +152,15 @@ pub fn project(source: &Source<'_>, change: Change<'_>, fresh: bool) -> Option<P
             if !checked.is_valid() {
                 tracing::warn!(document_id = %source.document_id, problems = ?checked.errors, "record stored but flagged");
             }
-            let status = Status::of(&mut checked);
+            let mut status = Status::of(&mut checked);
             use zhiban_records::Record;
             let rows = match checked.record {
                 Some(Record::Incident(incident)) => {
-                    Rows::Incident(incident::project(source.doc, &incident))
+                    let rows = incident::project(source.doc, &incident, source.receipts);
+                    if let Some(row) = &rows.incident {
+                        status.problems.extend(row.backdated.iter().cloned());
+                    }
+                    Rows::Incident(rows)
                 }
                 Some(Record::Roster(roster)) => Rows::Roster(roster::project(source.doc, roster)),
                 Some(Record::Handover(handover)) => Rows::Handover(handover::Rows {

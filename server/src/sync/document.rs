@@ -23,7 +23,8 @@ use zhiban_records::{RecordKind, policy};
 use super::peer::{CloseReason, Peer};
 use super::validate;
 use crate::commit::{DocumentWork, Work, retry_delay};
-use crate::documents::{self, ActorBinding, Chunk, DocumentMeta};
+use crate::documents::{self, ActorBinding, Chunk, DocumentMeta, Receipt};
+use crate::records::times::Receipts;
 use crate::records::{self, Change, Source};
 use crate::{AppState, audit};
 
@@ -203,8 +204,11 @@ struct DocumentActor {
     subscribers: HashMap<u64, Subscriber>,
     /// For a document the server has not stored yet: the peer whose changes created it.
     creator: Option<Arc<Peer>>,
-    /// Who brought which changes this round, for the audit trail (D19).
-    authors: Vec<(Arc<Peer>, Vec<String>)>,
+    /// Who brought which changes this round, and when, for the audit trail (D19) and the
+    /// times the record counts (`records::times`).
+    authors: Vec<(Arc<Peer>, Vec<Receipt>)>,
+    /// The receipts of an incident's changes (other records' are not kept).
+    receipts: Receipts,
     /// Actors first seen this round, bound to the peer's user when the round commits.
     new_actors: Vec<(ActorId, Arc<Peer>)>,
     /// What this round's changes did, for projecting a long record item by item; active only
@@ -239,6 +243,7 @@ impl DocumentActor {
             subscribers: HashMap::new(),
             creator: None,
             authors: Vec::new(),
+            receipts: Receipts::default(),
             new_actors: Vec::new(),
             patches: PatchLog::inactive(),
             kind: None,
@@ -357,6 +362,21 @@ impl DocumentActor {
                 tracing::error!(%error, "stored chunk does not load");
             }
         }
+        self.receipts = if keeps_receipts(&document) {
+            let mut attempt = 0;
+            loop {
+                match documents::load_receipts(&self.state.pool, &self.document_id).await {
+                    Ok(receipts) => break Receipts::new(receipts),
+                    Err(error) => {
+                        tracing::error!(%error, attempt, "cannot load receipts; retrying");
+                        tokio::time::sleep(retry_delay(attempt)).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        } else {
+            Receipts::default()
+        };
         self.committed_heads = document.get_heads();
         self.document = document;
         self.seen = None;
@@ -573,10 +593,26 @@ impl DocumentActor {
                 return self.refuse_message(&peer, refusal.to_string());
             }
         };
-        let (actors, brought): (Vec<ActorId>, Vec<String>) = brought
+        let now = self.state.clock.now_ms();
+        let earliest = peer.contact.earliest(now);
+        let (actors, receipts): (Vec<ActorId>, Vec<Receipt>) = brought
             .into_iter()
-            .map(|(actor, hash)| (actor, hash.to_string()))
+            .map(|change| {
+                let receipt = Receipt {
+                    actor: change.actor.to_hex_string(),
+                    start_op: change.start_op,
+                    end_op: change.max_op,
+                    hash: change.hash.to_string(),
+                    received_at: now,
+                    earliest,
+                };
+                (change.actor, receipt)
+            })
             .unzip();
+        let brought: Vec<String> = receipts
+            .iter()
+            .map(|receipt| receipt.hash.clone())
+            .collect();
         let known_actors = self.new_actors.len();
         if let Err(reason) = self.check_authorship(&peer, actors).await {
             return self.refuse_changes(&peer, &before, &brought, known_actors, reason);
@@ -611,7 +647,7 @@ impl DocumentActor {
         if self.meta.is_none() && !had_content {
             self.creator = Some(peer.clone());
         }
-        self.authors.push((peer, brought));
+        self.authors.push((peer, receipts));
     }
 
     /// Checks that every actor in `actors` belongs to the peer's user, or is new (see
@@ -855,9 +891,27 @@ impl DocumentActor {
                     device_id: peer.identity.device_id.clone(),
                 })
                 .collect();
+            let receipts: Vec<Receipt> = if keeps_receipts(&self.document) {
+                let round: Vec<Receipt> = self
+                    .authors
+                    .iter()
+                    .flat_map(|(_, receipts)| receipts.iter().cloned())
+                    .collect();
+                for receipt in &round {
+                    self.receipts.add(receipt.clone());
+                }
+                round
+            } else {
+                self.receipts = Receipts::default();
+                Vec::new()
+            };
             let record = self.project(registered.as_ref());
             // Not drained: a round refused for its size below tells its authors.
-            for (peer, changes) in &self.authors {
+            for (peer, receipts) in &self.authors {
+                let changes: Vec<&str> = receipts
+                    .iter()
+                    .map(|receipt| receipt.hash.as_str())
+                    .collect();
                 audit.push(
                     audit::Entry::new("sync.change")
                         .by(&peer.identity.user_id, Some(&peer.identity.device_id))
@@ -895,6 +949,7 @@ impl DocumentActor {
                 document_id: self.document_id,
                 register: registered.clone(),
                 chunk,
+                receipts,
                 actors,
                 record,
                 audit,
@@ -960,6 +1015,7 @@ impl DocumentActor {
             document_id: self.document_id,
             meta,
             doc: &self.document,
+            receipts: &self.receipts,
         };
         let projection = records::project(&source, change, fresh);
         self.kind = projection.as_ref().map(|projection| projection.common.kind);
@@ -1132,6 +1188,15 @@ impl DocumentActor {
 /// The writer as the policy sees them, without their user id (borrowed at the check); None
 /// for a peer whose changes are not applied at all. A peer offering a document not yet
 /// registered (no access yet) is creating it in their own unit: registration sees to that.
+/// Receipts are kept for incidents, whose deadlines run on them, and for documents of no
+/// known type yet, which may still become one (a record keeps its type: policy W1).
+fn keeps_receipts(document: &Automerge) -> bool {
+    matches!(
+        records::kind_of(document),
+        None | Some(RecordKind::Incident)
+    )
+}
+
 fn policy_writer(peer: &Peer, access: Option<Access>) -> Option<policy::Writer<'static>> {
     let superior = match access {
         Some(Access::ReadOnly) => return None,
@@ -1155,6 +1220,7 @@ mod tests {
 
     use super::*;
     use crate::access::{Identity, Role};
+    use crate::sync::peer::Contact;
 
     /// A field worker's connection to the catalog of `unit_id`.
     fn reader(
@@ -1176,6 +1242,10 @@ mod tests {
             [unit_id.to_owned()].into(),
             CancellationToken::new(),
             state.settings.limits.max_outbox_bytes,
+            Contact {
+                connected_at: 0,
+                last_contact: 0,
+            },
         );
         (Arc::new(peer), outbox)
     }

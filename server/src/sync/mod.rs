@@ -27,12 +27,13 @@ pub use authorship::Authors;
 use document::Command;
 pub use document::Documents;
 pub use peer::Connections;
-use peer::Peer;
+use peer::{Contact, Peer};
 
 use crate::AppState;
 use crate::access::{Identity, Role, visible_units};
 use crate::auth::AuthError;
 use crate::error::AppError;
+use crate::records::times::CATCH_UP_MS;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,12 +124,22 @@ async fn serve_peer(
     let limits = &state.settings.limits;
     let send_limit = Duration::from_secs(limits.send_timeout_secs.max(1));
     let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let contact = match last_contact(&state, &identity.device_id).await {
+        Ok(contact) => contact,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the device's last contact");
+            send(&mut socket, close_frame(1011, "try again"), send_limit).await;
+            return;
+        }
+    };
+    let device_id = identity.device_id.clone();
     let (peer, mut outbox) = Peer::new(
         connection_id,
         identity,
         visible_units,
         state.shutdown.child_token(),
         limits.max_outbox_bytes,
+        contact,
     );
     let peer = Arc::new(peer);
     let refused = match handshake(&mut socket, &peer).await {
@@ -233,7 +244,33 @@ async fn serve_peer(
             .documents
             .send_if_loaded(&document_id, Command::PeerGone { connection_id });
     }
+    // A connection that lasted past catching up delivered what the device held: what it
+    // sends next time was made after now. A shorter one proves nothing.
+    let now = state.clock.now_ms();
+    if now.saturating_sub(contact.connected_at) > CATCH_UP_MS
+        && let Err(error) = sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&device_id)
+            .execute(&state.pool)
+            .await
+    {
+        tracing::warn!(%error, "cannot record the device's last contact");
+    }
     tracing::debug!("peer disconnected");
+}
+
+/// The device's contact as it connects now (see `records::times`).
+async fn last_contact(state: &AppState, device_id: &str) -> Result<Contact, sqlx::Error> {
+    let last_contact: Option<i64> =
+        sqlx::query_scalar("SELECT COALESCE(last_seen_at, created_at) FROM devices WHERE id = $1")
+            .bind(device_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let connected_at = state.clock.now_ms();
+    Ok(Contact {
+        connected_at,
+        last_contact: last_contact.unwrap_or(connected_at),
+    })
 }
 
 /// Counts events in a sliding minute.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use zhiban_protocol::{Message, PeerId};
 
 use crate::access::Identity;
+use crate::records::times::CATCH_UP_MS;
 
 /// Why the server ended a connection; sent as the websocket close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,28 @@ pub struct Peer {
     close_reason: AtomicU8,
     /// Offers of documents the server does not hold (each costs a look-up).
     pub unknown_offers: AtomicUsize,
+    pub contact: Contact,
+}
+
+/// When the device connected, and when the server last heard from it before: the bounds of
+/// when the changes it sends can have been made (`records::times`).
+#[derive(Debug, Clone, Copy)]
+pub struct Contact {
+    pub connected_at: i64,
+    /// The end of its last connection that had time to deliver what it held, or its login.
+    pub last_contact: i64,
+}
+
+impl Contact {
+    /// The earliest time a change arriving `now` can have been made: while the device catches
+    /// up after connecting, since its last contact; afterwards, when it arrived.
+    pub fn earliest(&self, now: i64) -> i64 {
+        if now.saturating_sub(self.connected_at) <= CATCH_UP_MS {
+            self.last_contact.min(now)
+        } else {
+            now
+        }
+    }
 }
 
 /// Frames a peer may have queued before it counts as too slow.
@@ -64,6 +87,7 @@ impl Peer {
         visible_units: HashSet<String>,
         cancel: CancellationToken,
         max_queued_bytes: usize,
+        contact: Contact,
     ) -> (Peer, mpsc::Receiver<Bytes>) {
         let (outbox, receiver) = mpsc::channel(OUTBOX_CAPACITY);
         let peer = Peer {
@@ -77,6 +101,7 @@ impl Peer {
             cancel,
             close_reason: AtomicU8::new(0),
             unknown_offers: AtomicUsize::new(0),
+            contact,
         };
         (peer, receiver)
     }

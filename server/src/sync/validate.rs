@@ -422,10 +422,18 @@ impl<'a> Reader<'a> {
 
 /// What applying a checked message came to.
 pub enum Applied {
-    /// The changes it brought, by actor.
-    Changes(Vec<(ActorId, ChangeHash)>),
+    /// The changes it brought.
+    Changes(Vec<Brought>),
     /// An error automerge reports (a bad checksum, say); the document is as it was.
     Error(AutomergeError),
+}
+
+/// A change a message brought: its actor, hash and operation counters.
+pub struct Brought {
+    pub actor: ActorId,
+    pub hash: ChangeHash,
+    pub start_op: u64,
+    pub max_op: u64,
 }
 
 /// Applies a checked message to `doc`: to a copy that replaces it only once automerge got
@@ -460,7 +468,12 @@ pub fn apply(
             target
                 .get_changes_meta(&before)
                 .into_iter()
-                .map(|change| (change.actor.into_owned(), change.hash))
+                .map(|change| Brought {
+                    actor: change.actor.into_owned(),
+                    hash: change.hash,
+                    start_op: change.start_op,
+                    max_op: change.max_op,
+                })
                 .collect(),
         ))
     }))

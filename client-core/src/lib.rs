@@ -296,29 +296,42 @@ impl Device {
             .unwrap_or_default())
     }
 
+    /// The actors this tablet's other users wrote with: everyone's but the user logged in.
+    pub(crate) async fn others(&self) -> Result<HashSet<ActorId>, Error> {
+        let user = self.identity().await.map(|identity| identity.user_id);
+        Ok(self
+            .actor_users()
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| Some(owner) != user.as_ref())
+            .filter_map(|(actor, _)| hex::decode(actor).ok())
+            .map(ActorId::from)
+            .collect())
+    }
+
     /// Ends this user's session on a shared tablet. Their changes not yet on the server stay,
-    /// held back until they log in here again (no other user's session delivers them);
-    /// classified documents with nothing of theirs unsent are removed, so the next user of
-    /// the tablet cannot read them. Stop the sync first. Returns how many were removed.
+    /// held back and unreadable until they log in here again (no other user's session
+    /// delivers or shows them); every document the server holds whole is removed, so the
+    /// next user reads only what the server gives them (classified records included: D18).
+    /// Stop the sync first. Returns how many were removed.
     pub async fn logout(&self) -> Result<usize, Error> {
         self.identity().await.ok_or(Error::NotLoggedIn)?;
         let mut documents = self.inner.documents.lock().await;
-        let classified: Vec<DocumentId> = documents
+        let on_server: Vec<DocumentId> = documents
             .iter()
             .filter(|(_, held)| {
-                root_string(&held.doc, "classification").as_deref() == Some("classified")
-                    && (held.doc.get_heads().is_empty()
-                        || delivery_status(held) == DeliveryStatus::ReceivedByServer)
+                held.doc.get_heads().is_empty()
+                    || delivery_status(held) == DeliveryStatus::ReceivedByServer
             })
             .map(|(id, _)| *id)
             .collect();
-        for id in &classified {
+        for id in &on_server {
             self.inner.store.delete_document(*id).await?;
             documents.remove(id);
         }
         drop(documents);
         self.inner.session.logout().await?;
-        Ok(classified.len())
+        Ok(on_server.len())
     }
 
     fn actor(&self) -> ActorId {
@@ -450,7 +463,9 @@ impl Device {
             &mut automerge::transaction::Transaction<'_>,
         ) -> Result<(), automerge::AutomergeError>,
     {
+        let others = self.others().await?;
         let mut documents = self.inner.documents.lock().await;
+        readable(&documents, id, &others)?;
         let held = documents.get_mut(id).ok_or(Error::NoSuchDocument(*id))?;
         let mut edit = Some(edit);
         let mut outcome = Ok(());
@@ -562,34 +577,34 @@ impl Device {
 
     /// The document as JSON.
     pub async fn get(&self, id: &DocumentId) -> Result<serde_json::Value, Error> {
+        let others = self.others().await?;
         let documents = self.inner.documents.lock().await;
-        let held = documents.get(id).ok_or(Error::NoSuchDocument(*id))?;
+        let held = readable(&documents, id, &others)?;
         Ok(json::read(&held.doc, &automerge::ROOT))
     }
 
     /// The document's current heads.
     pub async fn heads(&self, id: &DocumentId) -> Result<Vec<ChangeHash>, Error> {
+        let others = self.others().await?;
         let documents = self.inner.documents.lock().await;
-        Ok(documents
-            .get(id)
-            .ok_or(Error::NoSuchDocument(*id))?
-            .doc
-            .get_heads())
+        Ok(readable(&documents, id, &others)?.doc.get_heads())
     }
 
     /// Whether the server has confirmed every change of this document that this device has.
     pub async fn status(&self, id: &DocumentId) -> Result<DeliveryStatus, Error> {
+        let others = self.others().await?;
         let documents = self.inner.documents.lock().await;
-        let held = documents.get(id).ok_or(Error::NoSuchDocument(*id))?;
-        Ok(delivery_status(held))
+        Ok(delivery_status(readable(&documents, id, &others)?))
     }
 
     /// Every document on the device, with its delivery status.
     pub async fn list(&self) -> Result<Vec<DocumentSummary>, Error> {
         let mut refusals = self.inner.store.refusals().await?;
+        let others = self.others().await?;
         let documents = self.inner.documents.lock().await;
         let mut list: Vec<DocumentSummary> = documents
             .iter()
+            .filter(|(_, held)| !holds_unsent_of(held, &others))
             .map(|(id, held)| DocumentSummary {
                 id: *id,
                 kind: root_string(&held.doc, "type"),
@@ -668,6 +683,29 @@ fn root_string(doc: &Automerge, key: &str) -> Option<String> {
 /// Received when the server's reported heads cover every change we have: either each of our
 /// heads is one of theirs, or (when we know all their heads) nothing of ours lies outside
 /// their history.
+/// Whether `held` has changes of `others` (another user of this tablet) that the server has
+/// not confirmed: they are theirs alone until they log in again.
+fn holds_unsent_of(held: &Held, others: &HashSet<ActorId>) -> bool {
+    !others.is_empty()
+        && held
+            .doc
+            .get_changes(&held.server_heads)
+            .iter()
+            .any(|change| others.contains(change.actor_id()))
+}
+
+/// The document, unless it is not here or is another user's until they log in again.
+fn readable<'a>(
+    documents: &'a HashMap<DocumentId, Held>,
+    id: &DocumentId,
+    others: &HashSet<ActorId>,
+) -> Result<&'a Held, Error> {
+    documents
+        .get(id)
+        .filter(|held| !holds_unsent_of(held, others))
+        .ok_or(Error::NoSuchDocument(*id))
+}
+
 fn delivery_status(held: &Held) -> DeliveryStatus {
     let ours = held.doc.get_heads();
     let theirs = &held.server_heads;

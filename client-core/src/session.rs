@@ -5,7 +5,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use zhiban_api::{ErrorBody, LoginRequest, Me, RefreshRequest, Role, TokenResponse, UnitView};
+use zhiban_api::{
+    ErrorBody, LoginRequest, LogoutRequest, Me, RefreshRequest, Role, TokenResponse, UnitView,
+};
 
 use zhiban_protocol::DocumentId;
 
@@ -184,6 +186,19 @@ impl Session {
     /// stays, so the same user logging in again keeps their device).
     pub async fn logout(&self) -> Result<(), Error> {
         let mut data = self.data.lock().await;
+        // The server spends the refresh token when it can be told; offline, the token is
+        // forgotten here all the same and lapses on the server.
+        if let (Some(identity), Some(tokens)) = (&data.identity, &data.tokens) {
+            let body = LogoutRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            };
+            if let Err(error) = self
+                .post(&identity.server_url, "/api/auth/logout", &body)
+                .await
+            {
+                tracing::info!(%error, "the server could not be told of the logout");
+            }
+        }
         for key in ["identity", "tokens", "clock_skew_ms"] {
             self.store.delete_setting(key).await?;
         }

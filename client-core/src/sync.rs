@@ -189,13 +189,8 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
         states: HashMap::new(),
         catalogs: identity.catalogs.iter().copied().collect(),
         outgoing: Vec::new(),
-        others: match device.actor_users().await {
-            Ok(users) => users
-                .into_iter()
-                .filter(|(_, user)| *user != identity.user_id)
-                .filter_map(|(actor, _)| hex::decode(actor).ok())
-                .map(automerge::ActorId::from)
-                .collect(),
+        others: match device.others().await {
+            Ok(others) => others,
             Err(error) => {
                 tracing::warn!(%error, "cannot read this tablet's other users");
                 HashSet::new()
@@ -387,13 +382,7 @@ impl Connection<'_> {
             let Some(held) = documents.get(id) else {
                 continue;
             };
-            if !self.others.is_empty()
-                && held
-                    .doc
-                    .get_changes(&held.server_heads)
-                    .iter()
-                    .any(|change| self.others.contains(change.actor_id()))
-            {
+            if crate::holds_unsent_of(held, &self.others) {
                 tracing::info!(document_id = %id, "held back: it holds another user's unsent changes");
                 continue;
             }

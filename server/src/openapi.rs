@@ -20,6 +20,7 @@ use crate::{alerts, auth, kpis, push, records, sync, units};
         serve,
         auth::login,
         auth::refresh,
+        auth::logout,
         auth::me,
         auth::list_devices,
         auth::revoke_device,

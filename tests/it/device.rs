@@ -418,7 +418,8 @@ async fn a_second_user_on_a_shared_tablet_writes_in_their_own_name() {
 
 /// A shared tablet (D21): what one user made offline is delivered only in that user's own
 /// session, never in the next user's (the server would bind it to them, or refuse it for
-/// ever); logging out removes classified documents the next user must not read.
+/// ever), and the next user cannot read it; logging out removes what the server holds, so
+/// the next user reads only what the server gives them.
 #[tokio::test]
 async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session() {
     let app = crate::helpers::spawn_app().await;
@@ -448,6 +449,25 @@ async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session()
         .unwrap();
     assert_eq!(tablet.logout().await.unwrap(), 0);
     assert_eq!(tablet.session_state().await, SessionState::LoggedOut);
+    // The server was told: her refresh token is spent, and the logout audited.
+    let (tokens, logouts): (i64, i64) = (
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM refresh_tokens r JOIN devices d ON d.id = r.device_id \
+             WHERE d.user_id = $1",
+        )
+        .bind(&alice_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap(),
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'auth.logout' AND user_id = $1",
+        )
+        .bind(&alice_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap(),
+    );
+    assert_eq!((tokens, logouts), (0, 1));
 
     // Anna on the same tablet: her report goes, Alice's waits.
     tablet
@@ -465,10 +485,15 @@ async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(stored(hers).await.is_empty(), "delivered in anna's session");
-    assert_eq!(
-        tablet.status(&hers).await.unwrap(),
-        DeliveryStatus::SavedOnDevice
+    // Nor can Anna read or edit it.
+    assert!(tablet.get(&hers).await.is_err());
+    assert!(
+        tablet
+            .set_field(&hers, &["title"], &json!("x"))
+            .await
+            .is_err()
     );
+    assert!(tablet.list().await.unwrap().iter().all(|d| d.id != hers));
     sync.stop().await;
     tablet.logout().await.unwrap();
 
@@ -504,16 +529,26 @@ async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session()
         DeliveryStatus::ReceivedByServer
     );
     sync.stop().await;
-    // The record and the unit's classified catalog (which lists classified records).
-    assert_eq!(tablet.logout().await.unwrap(), 2);
+    // Everything the server holds leaves the tablet with him: the classified record, the
+    // unit's reports he synced, the catalogs. The next user starts from what the server
+    // gives them.
+    assert!(tablet.logout().await.unwrap() >= 4);
     assert!(tablet.get(&secret).await.is_err());
     let reopened = Device::open(dir.path()).await.unwrap();
-    assert!(
-        reopened
-            .list()
-            .await
-            .unwrap()
-            .iter()
-            .all(|d| d.id != secret)
-    );
+    assert_eq!(reopened.list().await.unwrap().len(), 0);
+    tablet
+        .login(&server, "anna", PASSWORD, "tablet")
+        .await
+        .unwrap();
+    let sync = tablet.start_sync_with(FAST);
+    let deadline = tokio::time::Instant::now() + wait;
+    while tablet.get(&own).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "anna's own report comes back from the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.stop().await;
+    assert!(tablet.get(&secret).await.is_err(), "never anna's to read");
 }

@@ -1,5 +1,5 @@
 //! `zhiban logout` — end this user's session on a shared tablet. What they made offline stays,
-//! held back until they log in here again; classified documents are removed.
+//! held back (and unreadable) until they log in here again; what the server holds is removed.
 
 use clap::Args;
 use serde_json::json;
@@ -14,9 +14,9 @@ impl Logout {
         let device = context.device().await?;
         let removed = device.logout().await?;
         context.out.emit(
-            &json!({"logged_out": true, "classified_removed": removed}),
+            &json!({"logged_out": true, "removed": removed}),
             format!(
-                "logged out; {removed} classified documents removed from this device; \
+                "logged out; {removed} documents the server holds removed from this device; \
                  anything not yet sent waits here for your next login"
             ),
         )?;

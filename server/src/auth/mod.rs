@@ -18,7 +18,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use zhiban_api::{DeviceView, LoginRequest, Me, RefreshRequest, TokenResponse};
+use zhiban_api::{DeviceView, LoginRequest, LogoutRequest, Me, RefreshRequest, TokenResponse};
 use zhiban_protocol::PeerId;
 
 use crate::AppState;
@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
         .route("/api/me", get(me))
         .route("/api/devices", get(list_devices))
         .route("/api/devices/{id}/revoke", post(revoke_device))
@@ -392,6 +393,45 @@ pub(crate) async fn refresh(
     .await?;
     tx.commit().await?;
     Ok(Json(response))
+}
+
+/// Ends a device's session (a shared tablet changing hands): its refresh token is spent, so
+/// only a new login continues; the device itself stays registered. Answers 204 for a token
+/// it does not know too, so that a logout can be repeated.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", request_body = LogoutRequest,
+    responses((status = 204)))]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LogoutRequest>,
+) -> Result<axum::http::StatusCode, AppError> {
+    let token_hash = hash_refresh_token(&request.refresh_token);
+    let now = state.clock.now_ms();
+    let mut tx = begin_write(&state.pool).await?;
+    let owner = sqlx::query(
+        "SELECT d.id, d.user_id FROM refresh_tokens r JOIN devices d ON d.id = r.device_id \
+         WHERE r.token_hash = $1",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(owner) = owner {
+        let (device_id, user_id): (String, String) =
+            (owner.try_get("id")?, owner.try_get("user_id")?);
+        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&token_hash)
+            .execute(&mut *tx)
+            .await?;
+        audit::append(
+            &mut tx,
+            &[Entry::new("auth.logout").by(&user_id, Some(&device_id))],
+            now,
+        )
+        .await?;
+        tracing::info!(%user_id, %device_id, "logged out");
+    }
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Who the token belongs to.

@@ -272,6 +272,45 @@ async fn instructions_are_given_by_leaders_even_from_above_and_then_only_followe
     let audited = refusals(&app).await;
     assert!(audited.iter().any(|r| r.contains("rule W2")), "{audited:?}");
     assert!(audited.iter().any(|r| r.contains("rule W5")), "{audited:?}");
+
+    // An addressee outside the unit (here the office above) is not paged with the unit's
+    // matter; the alert's step says so.
+    leader
+        .device
+        .add_instruction_to(&id, "请区里协调", Some(&district.user_id))
+        .await
+        .unwrap();
+    leader.received(&id).await;
+    let step = instruction_step(&app, &token, &id, "请区里协调").await;
+    assert_eq!(
+        step["ignored"][0]["user_id"],
+        district.user_id.as_str(),
+        "{step}"
+    );
+    assert_eq!(step["ignored"][0]["reason"], "not of this unit", "{step}");
+    assert_eq!(step["targets"], json!([]), "{step}");
+    let step = instruction_step(&app, &token, &id, "立即组织疏散").await;
+    assert_eq!(step["targets"], json!([alice.user_id]), "{step}");
+}
+
+/// The first step of the instruction alert whose title holds `text`.
+async fn instruction_step(app: &TestApp, token: &str, id: &DocumentId, text: &str) -> Value {
+    let alert: String = sqlx::query_scalar(
+        "SELECT id FROM alerts WHERE kind = 'instruction' AND document_id = $1 AND title LIKE $2",
+    )
+    .bind(id.to_string())
+    .bind(format!("%{text}%"))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let view = get(app, token, &format!("/api/alerts/{alert}")).await;
+    view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["event"] == "alert.step")
+        .unwrap()["detail"]
+        .clone()
 }
 
 #[tokio::test]

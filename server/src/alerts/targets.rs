@@ -1,7 +1,8 @@
 //! Who a step reaches. User ids come from documents (roster people, instruction addressees)
 //! and policies, and a document may name anyone or anything: a roster's people count only if
-//! they are users of the roster's unit, other names only if users of the alert's unit or of
-//! an office above it (a classified alert: only cleared ones, D18); the others are ignored and
+//! they are users of the roster's unit, an instruction's addressee only if a user of the
+//! alert's unit, a policy's `user:` if of the unit or an office above it (a classified alert:
+//! only cleared ones, D18); the others are ignored and
 //! noted on the timeline. Nobody on the roster falls back to the unit's
 //! leaders (or officers), because an alert must reach someone; that is noted too.
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use sqlx::Row;
-use zhiban_api::{Role, Target};
+use zhiban_api::{AlertKind, Role, Target};
 
 use super::Alert;
 use crate::access::units_above;
@@ -39,7 +40,9 @@ enum Names {
     Found,
     /// A roster's people: users of that roster's unit.
     Of(String),
-    /// A policy's `user:` or an instruction's addressee: the alert's unit or an office above.
+    /// An instruction's addressee: a user of the alert's unit (D14: the unit carries it out).
+    Unit,
+    /// A policy's `user:`: the alert's unit or an office above (escalation goes up).
     UnitOrAbove,
 }
 
@@ -94,7 +97,14 @@ pub async fn resolve(
                 }
                 (admins, Names::Found, None)
             }
-            Target::User(user) => (vec![user.0.clone()], Names::UnitOrAbove, None),
+            Target::User(user) => {
+                let names = if alert.kind == AlertKind::Instruction {
+                    Names::Unit
+                } else {
+                    Names::UnitOrAbove
+                };
+                (vec![user.0.clone()], names, None)
+            }
             // Replaced by the reporter when the alert was raised.
             Target::Responsible => (Vec::new(), Names::Found, None),
         };
@@ -145,6 +155,7 @@ async fn valid(
     // The units whose users count: the roster's, or the alert's and those above it.
     let (unit, levels_above, outside) = match names {
         Names::Of(unit) => (unit, 0, "not of the roster's unit"),
+        Names::Unit => (alert.unit_id.clone(), 0, "not of this unit"),
         Names::Found | Names::UnitOrAbove => (
             alert.unit_id.clone(),
             64,

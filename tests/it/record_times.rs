@@ -151,11 +151,30 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
     assert_eq!(drifted["timeliness"]["known_at"], now_online);
     assert!(backdated(&drifted).is_empty(), "{drifted}");
 
+    // The backdated time sent first in a document of no type, which becomes an incident
+    // later: its receipt was kept all the same.
+    let disguised = alice
+        .device
+        .create(&json!({"title": "草稿", "known_at": now_online - 90 * MINUTE}))
+        .await
+        .unwrap();
+    alice.device.wait_received(&disguised, WAIT).await.unwrap();
+    clock.advance(Duration::from_millis(MINUTE as u64));
+    alice
+        .device
+        .set_field(&disguised, &["type"], &json!("incident"))
+        .await
+        .unwrap();
+    alice.device.wait_received(&disguised, WAIT).await.unwrap();
+    let unmasked = view(&app, &token, &disguised).await;
+    assert_eq!(unmasked["timeliness"]["known_at"], now_online, "{unmasked}");
+    assert_eq!(backdated(&unmasked).len(), 1, "{unmasked}");
+
     // A device that was in touch cannot later say it learned of something before then.
     sync.stop().await;
     let device_id = alice.device.identity().await.unwrap().device_id;
     let contact = last_seen(&app, &device_id).await;
-    assert_eq!(contact, now_online);
+    assert_eq!(contact, clock.now_ms(), "when the connection ended");
     clock.advance(Duration::from_millis(HOUR as u64));
     let before_contact = alice
         .incident("旧事", contact - 2 * HOUR, contact - 2 * HOUR)
@@ -184,7 +203,11 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
         ),
     )
     .await;
-    assert_eq!(kpis["reporting"]["known"], 4, "{kpis}");
-    assert_eq!(kpis["reporting"]["backdated"], 2, "{kpis}");
-    assert_eq!(kpis["reporting"]["first_report_on_time"], 4, "{kpis}");
+    assert_eq!(kpis["reporting"]["known"], 5, "{kpis}");
+    assert_eq!(kpis["reporting"]["backdated"], 3, "{kpis}");
+    assert_eq!(kpis["reporting"]["incidents"], 5, "{kpis}");
+    assert_eq!(
+        kpis["reporting"]["first_report_on_time"], 4,
+        "the disguised one has no first report, past its hour"
+    );
 }

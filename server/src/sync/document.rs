@@ -207,7 +207,8 @@ struct DocumentActor {
     /// Who brought which changes this round, and when, for the audit trail (D19) and the
     /// times the record counts (`records::times`).
     authors: Vec<(Arc<Peer>, Vec<Receipt>)>,
-    /// The receipts of an incident's changes (other records' are not kept).
+    /// The receipts of the changes of an incident, or of a document of no type yet (see
+    /// `keeps_receipts`).
     receipts: Receipts,
     /// Actors first seen this round, bound to the peer's user when the round commits.
     new_actors: Vec<(ActorId, Arc<Peer>)>,
@@ -1185,9 +1186,6 @@ impl DocumentActor {
     }
 }
 
-/// The writer as the policy sees them, without their user id (borrowed at the check); None
-/// for a peer whose changes are not applied at all. A peer offering a document not yet
-/// registered (no access yet) is creating it in their own unit: registration sees to that.
 /// Receipts are kept for incidents, whose deadlines run on them, and for documents of no
 /// known type yet, which may still become one (a record keeps its type: policy W1).
 fn keeps_receipts(document: &Automerge) -> bool {
@@ -1197,6 +1195,9 @@ fn keeps_receipts(document: &Automerge) -> bool {
     )
 }
 
+/// The writer as the policy sees them, without their user id (borrowed at the check); None
+/// for a peer whose changes are not applied at all. A peer offering a document not yet
+/// registered (no access yet) is creating it in their own unit: registration sees to that.
 fn policy_writer(peer: &Peer, access: Option<Access>) -> Option<policy::Writer<'static>> {
     let superior = match access {
         Some(Access::ReadOnly) => return None,

@@ -178,7 +178,13 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
     let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
     let catalog_key = catalog::load_key(&pool).await?;
     catalog::create_missing(&pool, &catalog_key, clock::system_ms()).await?;
-    let push = push::Sender::new(&push::load_vapid_key(&pool).await?, &settings.push_contact)?;
+    let origins =
+        push::PushOrigins::parse(&settings.push_allowed_origins).map_err(anyhow::Error::msg)?;
+    let push = push::Sender::new(
+        &push::load_vapid_key(&pool).await?,
+        &settings.push_contact,
+        origins,
+    )?;
     let (outbox, queued) = tokio::sync::mpsc::unbounded_channel();
     let alerts_wake = alerts::Wake::default();
     let clock = settings.clock.clone();

@@ -47,6 +47,10 @@ pub struct Settings {
     pub follow_up_minutes: u32,
     /// The VAPID `sub` claim: whom push services may contact about our traffic (RFC 8292).
     pub push_contact: String,
+    /// Origins besides the public push services that push endpoints may name, comma-separated
+    /// (`https://ntfy.office.example,http://10.1.2.3:8080`): a self-hosted UnifiedPush/ntfy
+    /// server on the office network; `http` is allowed here only.
+    pub push_allowed_origins: String,
     /// The clock deadlines and escalations run on; tests inject a manual one.
     #[serde(skip)]
     pub clock: crate::clock::Clock,
@@ -99,6 +103,9 @@ pub struct Limits {
     pub failed_logins_per_address: u32,
     /// …which lasts this long, doubling with each further failure up to 15 minutes.
     pub lockout_secs: u64,
+    /// Push subscriptions one device, and one user, may hold.
+    pub max_push_subscriptions_per_device: i64,
+    pub max_push_subscriptions_per_user: i64,
 }
 
 impl Default for Limits {
@@ -125,6 +132,8 @@ impl Default for Limits {
             failed_logins_per_username: 5,
             failed_logins_per_address: 50,
             lockout_secs: 30,
+            max_push_subscriptions_per_device: 4,
+            max_push_subscriptions_per_user: 16,
         }
     }
 }
@@ -150,6 +159,7 @@ impl Default for Settings {
             first_report_minutes: 60,
             follow_up_minutes: 120,
             push_contact: "mailto:duty-office@example.invalid".into(),
+            push_allowed_origins: String::new(),
             clock: crate::clock::Clock::system(),
         }
     }
@@ -179,6 +189,7 @@ impl fmt::Debug for Settings {
             .field("first_report_minutes", &self.first_report_minutes)
             .field("follow_up_minutes", &self.follow_up_minutes)
             .field("push_contact", &self.push_contact)
+            .field("push_allowed_origins", &self.push_allowed_origins)
             .field("clock", &self.clock)
             .finish()
     }

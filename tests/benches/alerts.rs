@@ -139,7 +139,7 @@ async fn run() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let log = work.path().join("zhiban.log");
     let data_dir = work.path().join("zhiban-data");
-    let setup = servers::ZhibanSetup::create(data_dir.clone()).await?;
+    let mut setup = servers::ZhibanSetup::create(data_dir.clone()).await?;
     let unit = bench_unit(&data_dir).await?;
     for (username, role) in [(LEADER, "leader"), (FIELD, "field"), (ADMIN, "admin")] {
         servers::admin(
@@ -159,6 +159,7 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     }
     let receiver = PushReceiver::start().await?;
+    setup.push_allowed_origins = receiver.origin().to_owned();
 
     // Logins and the subscription on a first server process, then a fresh one.
     let first = setup.start(log.clone()).await?;

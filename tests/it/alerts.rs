@@ -54,9 +54,10 @@ impl Scene {
     ) -> Scene {
         let clock = Clock::manual(chrono::Utc::now().timestamp_millis());
         settings.clock = clock.clone();
+        let receiver = PushReceiver::start().await.unwrap();
+        settings.push_allowed_origins = receiver.origin().to_owned();
         let app = spawn_app_with(settings).await;
         let org = org(&app).await;
-        let receiver = PushReceiver::start().await.unwrap();
         let mut scene = Scene {
             app: Some(app),
             clock,

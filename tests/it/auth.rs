@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use zhiban_server::access::Role;
 
-use crate::helpers::{PASSWORD, RawPeer, Received, spawn_app};
+use crate::helpers::{PASSWORD, RawPeer, Received, spawn_app, spawn_app_on};
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_same_answer() {
@@ -27,9 +27,14 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     }
 }
 
+/// Refresh tokens rotate. A spent one presented again at once is a phone retrying after a
+/// lost answer: refused, nothing else. Later it means two holders of one token family (a
+/// stolen token): the device is revoked, the thief's rotated token dies with it, its socket
+/// closes, and the audit trail says so.
 #[tokio::test]
-async fn refresh_tokens_rotate_and_work_once() {
-    let app = spawn_app().await;
+async fn a_reused_refresh_token_revokes_its_whole_family() {
+    let clock = zhiban_server::clock::Clock::manual(chrono::Utc::now().timestamp_millis());
+    let app = spawn_app_on(clock.clone()).await;
     let unit = app.create_unit("Town A", None).await;
     app.create_user("alice", &unit, Role::Officer, false).await;
     let session = app.login("alice", "phone").await;
@@ -44,26 +49,64 @@ async fn refresh_tokens_rotate_and_work_once() {
                 .unwrap()
         }
     };
-    let renewed = refresh(session.refresh_token.clone()).await;
-    assert_eq!(renewed.status(), 200);
-    let renewed: serde_json::Value = renewed.json().await.unwrap();
-    assert_eq!(renewed["device_id"], session.device_id.as_str());
-    assert_ne!(renewed["refresh_token"], session.refresh_token.as_str());
+    let error = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 401);
+        response.json::<serde_json::Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // The thief refreshes first with the stolen token.
+    let thief = refresh(session.refresh_token.clone()).await;
+    assert_eq!(thief.status(), 200);
+    let thief: serde_json::Value = thief.json().await.unwrap();
+    assert_eq!(thief["device_id"], session.device_id.as_str());
+    assert_ne!(thief["refresh_token"], session.refresh_token.as_str());
+    let thief_access = thief["access_token"].as_str().unwrap().to_owned();
+    let mut socket = RawPeer::connect(&app.sync_url(&thief_access), &session.peer_id)
+        .await
+        .unwrap();
     assert_eq!(
-        refresh(session.refresh_token).await.status(),
+        error(refresh(session.refresh_token.clone()).await).await,
+        "refresh token already used",
+        "at once: a retry"
+    );
+
+    // The phone's own refresh, a minute later: the reuse is seen.
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        error(refresh(session.refresh_token.clone()).await)
+            .await
+            .contains("revoked")
+    );
+    match socket.recv_within(Duration::from_secs(1)).await.unwrap() {
+        Received::Closed(code) => assert_eq!(code, Some(4001)),
+        other => panic!("expected the thief's socket to close, got {other:?}"),
+    }
+    assert_eq!(
+        refresh(thief["refresh_token"].as_str().unwrap().to_owned())
+            .await
+            .status(),
         401,
-        "spent token reused"
+        "the rotated token dies with its family"
     );
     let me = app
         .http
         .get(app.url("/api/me"))
-        .bearer_auth(renewed["access_token"].as_str().unwrap())
+        .bearer_auth(&thief_access)
         .send()
         .await
         .unwrap();
-    assert_eq!(me.status(), 200);
-    let me: serde_json::Value = me.json().await.unwrap();
-    assert_eq!(me["peer_id"], session.peer_id.as_str());
+    assert_eq!(me.status(), 401);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'auth.refresh_reuse' AND device_id = $1",
+    )
+    .bind(&session.device_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
 }
 
 #[derive(serde::Serialize)]

@@ -8,7 +8,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use zhiban_server::push::{
-    self, MAX_PAYLOAD_BYTES, Outcome, Sender, Subscription, SubscriptionInfo, Urgency, VapidKey,
+    self, MAX_PAYLOAD_BYTES, Outcome, PushOrigins, Sender, Subscription, SubscriptionInfo, Urgency,
+    VapidKey,
 };
 
 use zhiban_server::Settings;
@@ -244,6 +245,61 @@ async fn bad_subscriptions_get_clear_errors() {
     );
 }
 
+/// An account registering a push endpoint on loopback, the office network or a cloud
+/// metadata address would have the server post there (and read the answer): refused, with
+/// the reason, and nothing is sent. A device and a user hold only so many subscriptions.
+#[tokio::test]
+async fn push_endpoints_only_on_push_services_and_only_so_many() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let alice = app.login("alice", "phone").await;
+    let receiver = PushReceiver::start().await.unwrap();
+    let loopback = receiver.subscribe("internal");
+    for endpoint in [
+        loopback["endpoint"].as_str().unwrap(),
+        "http://169.254.169.254/latest/meta-data/x",
+        "https://10.0.0.8/admin",
+        "http://fcm.googleapis.com/fcm/send/x",
+        "https://fcm.googleapis.com.attacker.example/x",
+    ] {
+        let response = subscribe(&app, &alice, &browser_subscription(endpoint)).await;
+        assert_eq!(response.status(), 422, "{endpoint}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(
+            message.contains("not allowed") || message.contains("https"),
+            "{endpoint} -> {message}"
+        );
+    }
+    assert_eq!(receiver.attempts("internal"), 0);
+    assert_eq!(
+        rows(&app, "SELECT COUNT(*) FROM push_subscriptions").await,
+        0
+    );
+
+    // Four per device: the fifth is refused, the same endpoint again is not a new one.
+    for n in 0..4 {
+        let endpoint = format!("https://fcm.googleapis.com/fcm/send/{n}");
+        subscribed(&app, &alice, &browser_subscription(&endpoint)).await;
+    }
+    let again = browser_subscription("https://fcm.googleapis.com/fcm/send/0");
+    assert_eq!(subscribe(&app, &alice, &again).await.status(), 201);
+    let fifth = browser_subscription("https://web.push.apple.com/fifth");
+    let response = subscribe(&app, &alice, &fifth).await;
+    assert_eq!(response.status(), 422);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("this device already has 4"),
+        "{error}"
+    );
+    // Another device of hers still may.
+    let laptop = app.login("alice", "laptop").await;
+    assert_eq!(subscribe(&app, &laptop, &fifth).await.status(), 201);
+}
+
 #[tokio::test]
 async fn only_the_owner_removes_a_subscription() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,10 +452,15 @@ async fn revoked_and_expired_not_used(settings: Settings) {
 
 #[tokio::test]
 async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
-    let app = spawn_app().await;
+    let receiver = PushReceiver::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(Settings {
+        push_allowed_origins: receiver.origin().to_owned(),
+        ..test_settings(dir.path())
+    })
+    .await;
     org(&app).await;
     let alice = app.login("alice", "phone").await;
-    let receiver = PushReceiver::start().await.unwrap();
     let public_key = URL_SAFE_NO_PAD.encode(vapid_public_key(&app, &alice).await);
     receiver.expect_vapid_key(&public_key);
     let id = subscribed(&app, &alice, &receiver.subscribe("alice-phone")).await;
@@ -418,6 +479,7 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     let sender = Sender::new(
         &push::load_vapid_key(&app.pool).await.unwrap(),
         &zhiban_server::Settings::default().push_contact,
+        PushOrigins::parse(receiver.origin()).unwrap(),
     )
     .unwrap();
     assert_eq!(sender.public_key_base64(), public_key);
@@ -477,9 +539,16 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
 
 #[tokio::test]
 async fn unreachable_and_silent_push_services_are_retried() {
+    // Nothing listens on a port just released; the second accepts and never answers.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_address = closed.local_addr().unwrap();
+    drop(closed);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_address = silent.local_addr().unwrap();
     let sender = Sender::new(
         &VapidKey::generate(),
         &zhiban_server::Settings::default().push_contact,
+        PushOrigins::parse(&format!("http://{closed_address},http://{silent_address}")).unwrap(),
     )
     .unwrap()
     .with_timeout(Duration::from_millis(300));
@@ -494,10 +563,6 @@ async fn unreachable_and_silent_push_services_are_retried() {
         }
     };
 
-    // Nothing listens on a port just released.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closed_address = closed.local_addr().unwrap();
-    drop(closed);
     let outcome = sender
         .send(
             &at(format!("http://{closed_address}/push")),
@@ -508,9 +573,6 @@ async fn unreachable_and_silent_push_services_are_retried() {
         .await;
     assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
 
-    // A service that accepts the connection and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_address = silent.local_addr().unwrap();
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = silent.accept().await {
@@ -527,6 +589,59 @@ async fn unreachable_and_silent_push_services_are_retried() {
         .await;
     assert!(
         matches!(&outcome, Outcome::Retry { reason, .. } if reason.contains("no answer")),
+        "{outcome:?}"
+    );
+
+    // Whatever answers at an endpoint, its body is not the server's to keep or show: the
+    // outcome says the status only.
+    let talker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let talker_address = talker.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = talker.accept().await {
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let body = "root:x:0:0:root:/root:/bin/bash internal-admin-page";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let talking = Sender::new(
+        &VapidKey::generate(),
+        &zhiban_server::Settings::default().push_contact,
+        PushOrigins::parse(&format!("http://{talker_address}")).unwrap(),
+    )
+    .unwrap();
+    let outcome = talking
+        .send(
+            &at(format!("http://{talker_address}/push")),
+            b"hi",
+            Urgency::High,
+            60,
+        )
+        .await;
+    assert_eq!(
+        outcome,
+        Outcome::Rejected {
+            reason: "the push service answered 400 (4xx)".into()
+        }
+    );
+    answering.abort();
+
+    // A stored endpoint no longer allowed (the setting changed) is not even connected to.
+    let outcome = sender
+        .send(
+            &at("http://127.0.0.1:9/push".into()),
+            b"hi",
+            Urgency::High,
+            60,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Rejected { reason } if reason.contains("not allowed")),
         "{outcome:?}"
     );
     holder.abort();

@@ -119,6 +119,11 @@ struct Browser {
 }
 
 impl PushReceiver {
+    /// `http://127.0.0.1:PORT`: what a server's `push_allowed_origins` must list for it.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
     pub async fn start() -> anyhow::Result<PushReceiver> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await

@@ -288,6 +288,10 @@ pub(crate) async fn login(
     Ok(Json(response))
 }
 
+/// How soon after a refresh token was spent it may come again as a retry (the answer lost on
+/// the way back), refused without revoking anything.
+const REFRESH_RETRY_MS: i64 = 10_000;
+
 /// A device's clock this far off the server's is told so and flagged: the times it writes
 /// into records (when a matter became known, when it was reported) are doubtful (D11).
 const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
@@ -360,8 +364,8 @@ pub(crate) async fn refresh(
     let now = state.clock.now_ms();
     let mut tx = begin_write(&state.pool).await?;
     let row = sqlx::query(
-        "SELECT r.device_id, r.expires_at, d.user_id, d.revoked_at FROM refresh_tokens r \
-         JOIN devices d ON d.id = r.device_id WHERE r.token_hash = $1",
+        "SELECT r.device_id, r.expires_at, r.spent_at, d.user_id, d.revoked_at \
+         FROM refresh_tokens r JOIN devices d ON d.id = r.device_id WHERE r.token_hash = $1",
     )
     .bind(&token_hash)
     .fetch_optional(&mut *tx)
@@ -375,13 +379,41 @@ pub(crate) async fn refresh(
     if row.try_get::<i64, _>("expires_at")? < now {
         return Err(AppError::Unauthorized("refresh token expired"));
     }
-    let spent = sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
-        .bind(&token_hash)
-        .execute(&mut *tx)
-        .await?;
+    if let Some(spent_at) = row.try_get::<Option<i64>, _>("spent_at")? {
+        // A phone whose answer was lost on a bad network asks again at once: that is no
+        // theft, but the new tokens went to whoever received the first answer.
+        if now.saturating_sub(spent_at) <= REFRESH_RETRY_MS {
+            return Err(AppError::Unauthorized("refresh token already used"));
+        }
+        // Two holders of one token family: the thief's rotated token must die with it.
+        revoke(&mut tx, &device_id, now).await?;
+        let entry = Entry::new("auth.refresh_reuse")
+            .by(&user_id, Some(&device_id))
+            .detail(serde_json::json!({ "spent_at": spent_at }));
+        audit::append(&mut tx, &[entry], now).await?;
+        tx.commit().await?;
+        let closed = state.connections.disconnect_device(&device_id);
+        tracing::warn!(%user_id, %device_id, closed_sockets = closed, "spent refresh token reused; device revoked");
+        return Err(AppError::Unauthorized(
+            "refresh token reused: this device is revoked",
+        ));
+    }
+    let spent = sqlx::query(
+        "UPDATE refresh_tokens SET spent_at = $1 WHERE token_hash = $2 AND spent_at IS NULL",
+    )
+    .bind(now)
+    .bind(&token_hash)
+    .execute(&mut *tx)
+    .await?;
     if spent.rows_affected() != 1 {
         return Err(AppError::Unauthorized("invalid refresh token"));
     }
+    // Spent tokens are kept to catch their reuse, until they would have expired anyway.
+    sqlx::query("DELETE FROM refresh_tokens WHERE device_id = $1 AND expires_at < $2")
+        .bind(&device_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     let response = issue_tokens(
         &state,
         &mut tx,
@@ -410,7 +442,7 @@ pub(crate) async fn logout(
     let mut tx = begin_write(&state.pool).await?;
     let owner = sqlx::query(
         "SELECT d.id, d.user_id FROM refresh_tokens r JOIN devices d ON d.id = r.device_id \
-         WHERE r.token_hash = $1",
+         WHERE r.token_hash = $1 AND r.spent_at IS NULL",
     )
     .bind(&token_hash)
     .fetch_optional(&mut *tx)
@@ -511,17 +543,7 @@ pub(crate) async fn revoke_device(
     }
     let now = state.clock.now_ms();
     let mut tx = begin_write(&state.pool).await?;
-    sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(&device_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM refresh_tokens WHERE device_id = $1")
-        .bind(&device_id)
-        .execute(&mut *tx)
-        .await?;
-    // A lost phone must not keep receiving alerts (D24), nor have them queued for it.
-    crate::push::subscriptions::remove_device(&mut tx, &device_id).await?;
+    revoke(&mut tx, &device_id, now).await?;
     let entry = Entry::new("device.revoke")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(serde_json::json!({ "device_id": device_id, "owner": owner }));
@@ -530,6 +552,26 @@ pub(crate) async fn revoke_device(
     let closed = state.connections.disconnect_device(&device_id);
     tracing::warn!(closed_sockets = closed, "device revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a device in the caller's transaction: no refresh token of it works again, and its
+/// push subscriptions go. The caller closes its sockets after the commit.
+async fn revoke(
+    tx: &mut sqlx::AnyConnection,
+    device_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE device_id = $1")
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+    // A lost phone must not keep receiving alerts (D24), nor have them queued for it.
+    crate::push::subscriptions::remove_device(tx, device_id).await
 }
 
 /// The token signing key: taken from the settings, or generated once and kept in the

@@ -43,8 +43,38 @@ pub(crate) async fn subscribe(
     ApiJson(request): ApiJson<SubscribeRequest>,
 ) -> Result<(StatusCode, Json<Subscribed>), AppError> {
     let subscription = NewSubscription::parse(request)?;
+    if let Err(reason) = state.push.check_endpoint(&subscription.endpoint) {
+        tracing::warn!(%reason, "push endpoint refused");
+        return Err(AppError::Rejected(StatusCode::UNPROCESSABLE_ENTITY, reason));
+    }
     let now = state.clock.now_ms();
     let mut tx = begin_write(&state.pool).await?;
+    let limits = &state.settings.limits;
+    let (on_device, of_user) = subscriptions::count_others(
+        &mut tx,
+        &subscription.endpoint,
+        &identity.user_id,
+        &identity.device_id,
+    )
+    .await?;
+    for (held, limit, whose) in [
+        (
+            on_device,
+            limits.max_push_subscriptions_per_device,
+            "this device",
+        ),
+        (of_user, limits.max_push_subscriptions_per_user, "this user"),
+    ] {
+        if held >= limit {
+            tracing::warn!(held, limit, whose, "push subscription refused: too many");
+            return Err(AppError::Rejected(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{whose} already has {held} push subscriptions, the limit; remove one first"
+                ),
+            ));
+        }
+    }
     let (id, replaced_device) = subscriptions::store(
         &mut tx,
         &subscription,

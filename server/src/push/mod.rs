@@ -4,6 +4,7 @@
 //! `alerts`, sending and retrying to `outbox`; only `api` knows HTTP, callers and the audit.
 
 pub mod api;
+mod origins;
 mod sender;
 pub mod subscriptions;
 mod vapid;
@@ -13,6 +14,7 @@ use axum::routing::{delete, get, post};
 
 use crate::AppState;
 
+pub use origins::PushOrigins;
 pub use sender::{MAX_PAYLOAD_BYTES, Outcome, SEND_TIMEOUT, Sender};
 pub use subscriptions::{Subscription, subscriptions_for_users};
 pub use vapid::{VapidKey, load_vapid_key};

@@ -11,7 +11,7 @@ use web_push::{
     VapidSignature, WebPushClient, WebPushError, WebPushMessage, WebPushMessageBuilder,
 };
 
-use super::{PushError, Subscription, VapidKey};
+use super::{PushError, PushOrigins, Subscription, VapidKey};
 
 /// The largest payload a push service must accept once encrypted (RFC 8291 §4: 4096 bytes
 /// of record minus header, padding delimiter and tag).
@@ -60,6 +60,8 @@ struct Shared {
     subject: String,
     vapid: PartialVapidSignatureBuilder,
     client: HyperWebPushClient,
+    /// Where pushes may go; checked again at each send, in case the setting changed.
+    origins: PushOrigins,
     /// By `scheme://authority` of the endpoint, which determines the token's audience.
     signatures: Mutex<HashMap<String, CachedSignature>>,
 }
@@ -70,13 +72,15 @@ struct CachedSignature {
 }
 
 impl Sender {
-    pub fn new(key: &VapidKey, subject: &str) -> Result<Self, PushError> {
+    pub fn new(key: &VapidKey, subject: &str, origins: PushOrigins) -> Result<Self, PushError> {
         Ok(Self {
             shared: Arc::new(Shared {
                 public_key_base64: key.public_key_base64(),
                 subject: subject.to_owned(),
                 vapid: key.signature_builder()?,
+                // hyper's client follows no redirects: a push goes to the checked host only.
                 client: HyperWebPushClient::new(),
+                origins,
                 signatures: Mutex::new(HashMap::new()),
             }),
             timeout: SEND_TIMEOUT,
@@ -94,6 +98,11 @@ impl Sender {
         &self.shared.public_key_base64
     }
 
+    /// Whether pushes may be sent to `endpoint`; if not, why (see `origins`).
+    pub fn check_endpoint(&self, endpoint: &str) -> Result<(), String> {
+        self.shared.origins.check(endpoint)
+    }
+
     /// Encrypts `payload` for `subscription` and posts it, within the timeout.
     #[tracing::instrument(level = "debug", skip_all, fields(subscription_id = %subscription.id))]
     pub async fn send(
@@ -103,6 +112,9 @@ impl Sender {
         urgency: Urgency,
         ttl: u32,
     ) -> Outcome {
+        if let Err(reason) = self.check_endpoint(&subscription.info.endpoint) {
+            return Outcome::Rejected { reason };
+        }
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Outcome::Rejected {
                 reason: format!(
@@ -199,17 +211,26 @@ fn origin(endpoint: &str) -> &str {
     &endpoint[..scheme_end + 3 + authority_len]
 }
 
+/// What the push service said, by status only: its answer's body is the service's (or
+/// whoever answered at that address) and is neither stored nor shown.
 fn classify(error: WebPushError) -> Outcome {
+    let status = |code: u16| format!("the push service answered {code} ({}xx)", code / 100);
     match error {
         WebPushError::EndpointNotFound(_) | WebPushError::EndpointNotValid(_) => Outcome::Gone,
         WebPushError::ServerError { retry_after, info } => Outcome::Retry {
             after: retry_after,
-            reason: format!("push service error: {info}"),
+            reason: status(info.code),
         },
         // web-push reports 429 (and 408) as `Other` and drops their Retry-After header.
         WebPushError::Other(info) if matches!(info.code, 408 | 429) => Outcome::Retry {
             after: None,
-            reason: format!("push service busy: {info}"),
+            reason: status(info.code),
+        },
+        WebPushError::Other(info)
+        | WebPushError::Unauthorized(info)
+        | WebPushError::BadRequest(info)
+        | WebPushError::NotImplemented(info) => Outcome::Rejected {
+            reason: status(info.code),
         },
         // `Unspecified` is how the hyper client reports connection errors. A response that
         // cannot be read may hide an acceptance: sending twice beats losing an alert.
@@ -221,7 +242,7 @@ fn classify(error: WebPushError) -> Outcome {
             reason: error.to_string(),
         },
         other => Outcome::Rejected {
-            reason: other.to_string(),
+            reason: other.short_description().to_owned(),
         },
     }
 }
@@ -245,7 +266,12 @@ mod tests {
 
     #[tokio::test]
     async fn signatures_are_reused_per_push_service() {
-        let sender = Sender::new(&VapidKey::generate(), "mailto:test@example.invalid").unwrap();
+        let sender = Sender::new(
+            &VapidKey::generate(),
+            "mailto:test@example.invalid",
+            PushOrigins::default(),
+        )
+        .unwrap();
         let signature = |endpoint: &str| sender.signature(&SubscriptionInfo::new(endpoint, "", ""));
         let first = signature("https://push.example/a").unwrap();
         let second = signature("https://push.example/b").unwrap();

@@ -211,6 +211,25 @@ pub async fn store(
     Ok((id, previous_device.filter(|previous| previous != device_id)))
 }
 
+/// How many subscriptions other than `endpoint` the device holds, and the user.
+pub async fn count_others(
+    tx: &mut sqlx::AnyConnection,
+    endpoint: &str,
+    user_id: &str,
+    device_id: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(CASE WHEN device_id = $1 THEN 1 ELSE 0 END), 0) AS on_device, \
+         COUNT(*) AS of_user FROM push_subscriptions WHERE user_id = $2 AND endpoint <> $3",
+    )
+    .bind(device_id)
+    .bind(user_id)
+    .bind(endpoint)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok((row.try_get("on_device")?, row.try_get("of_user")?))
+}
+
 /// Which subscription of a user to remove.
 pub enum Which<'a> {
     Endpoint(&'a str),

@@ -172,6 +172,8 @@ pub fn log_problems(log: &Path) -> Vec<String> {
 /// A Zhiban server's data directory with one unit and one officer, `u1` / `password1`.
 pub struct ZhibanSetup {
     pub data_dir: PathBuf,
+    /// `push_allowed_origins` for the server (a push receiver on loopback).
+    pub push_allowed_origins: String,
 }
 
 fn zhiban_command(data_dir: &Path) -> Command {
@@ -205,13 +207,18 @@ impl ZhibanSetup {
             ],
         )
         .await?;
-        Ok(ZhibanSetup { data_dir })
+        Ok(ZhibanSetup {
+            data_dir,
+            push_allowed_origins: String::new(),
+        })
     }
 
     pub async fn start(&self, log: PathBuf) -> anyhow::Result<ServerProcess> {
+        let mut command = zhiban_command(&self.data_dir);
+        command.env("ZHIBAN_PUSH_ALLOWED_ORIGINS", &self.push_allowed_origins);
         ServerProcess::start(
             "zhiban-server",
-            zhiban_command(&self.data_dir),
+            command,
             "zhiban-server listening on http://",
             log,
         )

@@ -101,6 +101,9 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    use axum::http::{HeaderValue, header};
+    use tower_http::set_header::SetResponseHeaderLayer;
+
     let body_limit = state.settings.max_api_body_bytes;
     let request_timeout =
         Duration::from_secs(state.settings.limits.http_request_timeout_secs.max(1));
@@ -116,6 +119,24 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::routes())
         .fallback(|| async { AppError::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        // Record data must not linger in a shared browser's or a proxy's cache, nor be
+        // sniffed into something executable or framed by another site.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         // A client that trickles its body holds a task; after this, it gets 408. (A websocket
         // lives on after its upgrade answer, which is immediate.)
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

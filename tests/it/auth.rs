@@ -387,3 +387,30 @@ async fn a_device_whose_clock_is_off_is_told_and_flagged() {
     let listed = devices(right["access_token"].as_str().unwrap().to_owned()).await;
     assert!(listed[0]["clock_skew_ms"].is_null(), "{listed}");
 }
+
+/// Answers carry record data a shared browser or proxy must not keep, and nothing of them may
+/// be sniffed into another type or framed by another site: on success and on error alike.
+#[tokio::test]
+async fn api_answers_are_not_cached_sniffed_or_framed() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let session = app.login("alice", "phone").await;
+    let me = app
+        .http
+        .get(app.url("/api/incidents"))
+        .bearer_auth(&session.access_token)
+        .send()
+        .await
+        .unwrap();
+    let anonymous = app.http.get(app.url("/api/me")).send().await.unwrap();
+    let missing = app.http.get(app.url("/nowhere")).send().await.unwrap();
+    for (response, status) in [(me, 200), (anonymous, 401), (missing, 404)] {
+        assert_eq!(response.status(), status);
+        let headers = response.headers();
+        assert_eq!(headers["cache-control"], "no-store", "{status}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{status}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{status}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{status}");
+    }
+}

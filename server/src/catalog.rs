@@ -7,7 +7,6 @@
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ROOT};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
 use zhiban_protocol::DocumentId;
 
@@ -44,25 +43,17 @@ impl CatalogKey {
     }
 }
 
-/// The key, generated on first start into the database so that every node agrees on it.
-pub async fn load_key(pool: &Pool) -> Result<CatalogKey, sqlx::Error> {
-    let mut fresh = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut fresh);
-    sqlx::query(
-        "INSERT INTO server_secrets (name, value) VALUES ('catalog', $1) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(fresh)
-    .execute(pool)
-    .await?;
-    let stored: Vec<u8> =
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'catalog'")
-            .fetch_one(pool)
-            .await?;
-    let key = stored
-        .try_into()
-        .map_err(|_| sqlx::Error::Decode("the stored catalog key is not 32 bytes".into()))?;
-    Ok(CatalogKey(key))
+impl CatalogKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> CatalogKey {
+        CatalogKey(bytes)
+    }
+
+    /// The deployment's key (`keys`), for commands that run without a server.
+    pub async fn load(settings: &crate::Settings, pool: &Pool) -> anyhow::Result<CatalogKey> {
+        Ok(CatalogKey(
+            crate::keys::key(settings, pool, "catalog").await?,
+        ))
+    }
 }
 
 /// Registers and stores `unit_id`'s two catalogs, inside the caller's transaction, unless

@@ -142,7 +142,8 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let now = system_ms();
     let outcome = match admin {
         Admin::CreateUnit { name, parent } => {
-            let id = units::create_unit(&pool, &name, parent.as_deref(), now).await?;
+            let key = crate::catalog::CatalogKey::load(&settings, &pool).await?;
+            let id = units::create_unit(&pool, &key, &name, parent.as_deref(), now).await?;
             println!("{id}");
             Ok(())
         }

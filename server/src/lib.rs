@@ -14,6 +14,7 @@ pub mod commit;
 pub mod db;
 pub mod documents;
 pub mod error;
+pub mod keys;
 mod kpis;
 pub mod listener;
 pub mod openapi;
@@ -196,13 +197,14 @@ pub async fn launch(
 async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
     let pool = db::connect(&settings.database_url()).await?;
     let backend = db::Backend::of_url(&settings.database_url());
-    let secret = auth::load_signing_secret(&pool, settings.jwt_secret.as_deref()).await?;
-    let catalog_key = catalog::load_key(&pool).await?;
+    let keys = keys::Keys::load(&settings, &pool).await?;
+    let secret = keys.jwt.clone();
+    let catalog_key = catalog::CatalogKey::from_bytes(keys.catalog);
     catalog::create_missing(&pool, &catalog_key, clock::system_ms()).await?;
     let origins =
         push::PushOrigins::parse(&settings.push_allowed_origins).map_err(anyhow::Error::msg)?;
     let push = push::Sender::new(
-        &push::load_vapid_key(&pool).await?,
+        &push::VapidKey::from_bytes(&keys.vapid)?,
         &settings.push_contact,
         origins,
     )?;

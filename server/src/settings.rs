@@ -21,6 +21,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Overrides the signing key generated on first start (shared by all nodes).
     pub jwt_secret: Option<String>,
+    /// Where the key files are (`keys`); `<data_dir>/keys` by default. Nodes of one
+    /// deployment share them (a secret mount, or copies).
+    pub keys_dir: Option<PathBuf>,
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     /// Largest websocket frame accepted on `/sync`; larger frames close the socket.
@@ -145,6 +148,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             jwt_secret: None,
+            keys_dir: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             max_frame_bytes: 2 * 1024 * 1024,
@@ -175,6 +179,7 @@ impl fmt::Debug for Settings {
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("keys_dir", &self.keys_dir)
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
             .field("max_frame_bytes", &self.max_frame_bytes)

@@ -165,14 +165,14 @@ pub fn verify_password(password: &str, hash: &str, memory: &mut Vec<argon2::Bloc
 /// Creates a unit with its two catalogs; they commit with the audit row. Returns its id.
 pub async fn create_unit(
     pool: &crate::db::Pool,
+    key: &crate::catalog::CatalogKey,
     name: &str,
     parent: Option<&str>,
     now: i64,
 ) -> Result<String, UnitError> {
-    let key = crate::catalog::load_key(pool).await?;
     let mut tx = crate::db::begin_write(pool).await?;
     let id = insert_unit(&mut tx, name, parent, now).await?;
-    crate::catalog::create(&mut tx, &key, &id, now).await?;
+    crate::catalog::create(&mut tx, key, &id, now).await?;
     let entry = Entry::new("admin.create_unit")
         .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent}));
     audit::append(&mut tx, &[entry], now).await?;

@@ -42,8 +42,15 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let unit =
-        units::create_unit(&pool, "Bench unit", None, zhiban_server::clock::system_ms()).await?;
+    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
+    let unit = units::create_unit(
+        &pool,
+        &key,
+        "Bench unit",
+        None,
+        zhiban_server::clock::system_ms(),
+    )
+    .await?;
     for username in ["reporter", "colleague", "newcomer"] {
         units::create_user(
             &pool,

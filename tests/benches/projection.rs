@@ -73,7 +73,9 @@ async fn run() -> anyhow::Result<()> {
         zhiban_records::Intervals::default(),
         handoff,
     );
-    let unit_id = zhiban_server::units::create_unit(&pool, "Bench", None, now.now_ms()).await?;
+    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
+    let unit_id =
+        zhiban_server::units::create_unit(&pool, &key, "Bench", None, now.now_ms()).await?;
     let meta = DocumentMeta {
         unit_id: unit_id.clone(),
         classified: false,

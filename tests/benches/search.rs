@@ -81,13 +81,21 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let district =
-        units::create_unit(&pool, "District", None, zhiban_server::clock::system_ms()).await?;
+    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
+    let district = units::create_unit(
+        &pool,
+        &key,
+        "District",
+        None,
+        zhiban_server::clock::system_ms(),
+    )
+    .await?;
     let mut unit_ids = Vec::new();
     for i in 0..UNITS {
         unit_ids.push(
             units::create_unit(
                 &pool,
+                &key,
                 &format!("Town {i}"),
                 Some(&district),
                 zhiban_server::clock::system_ms(),

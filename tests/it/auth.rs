@@ -125,8 +125,7 @@ async fn expired_forged_and_wrong_audience_tokens_are_refused() {
     let unit = app.create_unit("Town A", None).await;
     app.create_user("alice", &unit, Role::Officer, false).await;
     let session = app.login("alice", "phone").await;
-    let secret: Vec<u8> = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt'")
-        .fetch_one(&app.pool)
+    let secret = zhiban_server::keys::key(&app.settings, &app.pool, "jwt")
         .await
         .unwrap();
     let now = chrono::Utc::now().timestamp();

@@ -97,8 +97,12 @@ async fn kill_9(settings: zhiban_server::Settings) {
         let pool = zhiban_server::db::connect(&settings.database_url())
             .await
             .unwrap();
+        let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool)
+            .await
+            .unwrap();
         let unit = zhiban_server::units::create_unit(
             &pool,
+            &key,
             "Town A",
             None,
             zhiban_server::clock::system_ms(),

@@ -177,8 +177,12 @@ impl TestApp {
     }
 
     pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
+        let key = zhiban_server::catalog::CatalogKey::load(&self.settings, &self.pool)
+            .await
+            .expect("catalog key");
         zhiban_server::units::create_unit(
             &self.pool,
+            &key,
             name,
             parent,
             zhiban_server::clock::system_ms(),

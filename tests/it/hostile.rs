@@ -36,10 +36,13 @@ impl Target {
             .await
             .unwrap();
         let now = zhiban_server::clock::system_ms();
-        let district = zhiban_server::units::create_unit(&pool, "District", None, now)
+        let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool)
             .await
             .unwrap();
-        let town = zhiban_server::units::create_unit(&pool, "Town A", Some(&district), now)
+        let district = zhiban_server::units::create_unit(&pool, &key, "District", None, now)
+            .await
+            .unwrap();
+        let town = zhiban_server::units::create_unit(&pool, &key, "Town A", Some(&district), now)
             .await
             .unwrap();
         for (username, unit, role, cleared) in [

@@ -27,6 +27,7 @@ mod hostile;
 mod interop;
 #[path = "../support/js_peer.rs"]
 mod js_peer;
+mod keys;
 mod kpis;
 mod push_api;
 mod push_receiver;

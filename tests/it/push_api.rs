@@ -116,8 +116,12 @@ async fn nodes_starting_at_once_agree_on_the_vapid_key() {
     let pool = zhiban_server::db::connect(&test_settings(dir.path()).database_url())
         .await
         .unwrap();
-    let (first, second) = tokio::join!(push::load_vapid_key(&pool), push::load_vapid_key(&pool));
-    assert_eq!(first.unwrap().public_key(), second.unwrap().public_key());
+    let settings = test_settings(dir.path());
+    let (first, second) = tokio::join!(
+        zhiban_server::keys::key(&settings, &pool, "vapid"),
+        zhiban_server::keys::key(&settings, &pool, "vapid")
+    );
+    assert_eq!(first.unwrap(), second.unwrap());
 }
 
 #[tokio::test]
@@ -477,7 +481,12 @@ async fn the_sender_delivers_to_a_push_service_and_reads_its_answers() {
     // The running server's sender is not reachable from here; one built on the same stored
     // key signs alike.
     let sender = Sender::new(
-        &push::load_vapid_key(&app.pool).await.unwrap(),
+        &VapidKey::from_bytes(
+            &zhiban_server::keys::key(&app.settings, &app.pool, "vapid")
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
         &zhiban_server::Settings::default().push_contact,
         PushOrigins::parse(receiver.origin()).unwrap(),
     )

@@ -24,7 +24,7 @@ use zhiban_protocol::PeerId;
 use crate::AppState;
 use crate::access::{Identity, Role, visible_units};
 use crate::audit::{self, Entry};
-use crate::db::{Pool, begin_write};
+use crate::db::begin_write;
 use crate::error::{ApiJson, AppError};
 use crate::listener::ClientAddress;
 use crate::units::hash_password;
@@ -572,26 +572,4 @@ async fn revoke(
         .await?;
     // A lost phone must not keep receiving alerts (D24), nor have them queued for it.
     crate::push::subscriptions::remove_device(tx, device_id).await
-}
-
-/// The token signing key: taken from the settings, or generated once and kept in the
-/// database so that every node and every restart agree on it.
-pub async fn load_signing_secret(pool: &Pool, configured: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = configured {
-        anyhow::ensure!(secret.len() >= 32, "jwt_secret must be at least 32 bytes");
-        return Ok(secret.as_bytes().to_vec());
-    }
-    let mut fresh = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut fresh);
-    sqlx::query(
-        "INSERT INTO server_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(fresh)
-    .execute(pool)
-    .await?;
-    Ok(
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt'")
-            .fetch_one(pool)
-            .await?,
-    )
 }

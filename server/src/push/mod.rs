@@ -17,7 +17,7 @@ use crate::AppState;
 pub use origins::PushOrigins;
 pub use sender::{MAX_PAYLOAD_BYTES, Outcome, SEND_TIMEOUT, Sender};
 pub use subscriptions::{Subscription, subscriptions_for_users};
-pub use vapid::{VapidKey, load_vapid_key};
+pub use vapid::VapidKey;
 pub use web_push::{SubscriptionInfo, SubscriptionKeys, Urgency};
 
 #[derive(Debug, thiserror::Error)]

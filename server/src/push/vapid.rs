@@ -1,5 +1,5 @@
-//! The server's VAPID key pair (RFC 8292): generated on first start, kept in `server_secrets`
-//! so that every node and every restart sign with the key the browsers subscribed with.
+//! The server's VAPID key pair (RFC 8292): its private half is a key file (`keys`), so that
+//! every node and every restart sign with the key the browsers subscribed with.
 
 use std::fmt;
 
@@ -9,7 +9,6 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rand::RngCore;
 
 use super::PushError;
-use crate::db::Pool;
 
 /// A P-256 private key; `Debug` shows only the public half.
 #[derive(Clone)]
@@ -73,24 +72,6 @@ impl fmt::Debug for VapidKey {
             .field("public_key", &self.public_key_base64())
             .finish_non_exhaustive()
     }
-}
-
-/// The VAPID key generated once and kept in the database. Two nodes starting at once both
-/// insert-if-absent and then read the one row that won.
-pub async fn load_vapid_key(pool: &Pool) -> Result<VapidKey, PushError> {
-    let fresh = VapidKey::generate();
-    sqlx::query(
-        "INSERT INTO server_secrets (name, value) VALUES ('vapid', $1) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(fresh.to_bytes().to_vec())
-    .execute(pool)
-    .await?;
-    let stored: Vec<u8> =
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'vapid'")
-            .fetch_one(pool)
-            .await?;
-    VapidKey::from_bytes(&stored)
 }
 
 #[cfg(test)]

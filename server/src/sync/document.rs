@@ -1281,7 +1281,7 @@ mod tests {
         };
         let (state, _writer) = crate::start(settings).await.unwrap();
         let now = crate::clock::system_ms();
-        let unit = crate::units::create_unit(&state.pool, "Town", None, now)
+        let unit = crate::units::create_unit(&state.pool, &state.catalog_key, "Town", None, now)
             .await
             .unwrap();
         let catalog = state.catalog_key.id(&unit, false);

@@ -47,13 +47,6 @@ impl CatalogKey {
     pub fn from_bytes(bytes: [u8; 32]) -> CatalogKey {
         CatalogKey(bytes)
     }
-
-    /// The deployment's key (`keys`), for commands that run without a server.
-    pub async fn load(settings: &crate::Settings, pool: &Pool) -> anyhow::Result<CatalogKey> {
-        Ok(CatalogKey(
-            crate::keys::key(settings, pool, "catalog").await?,
-        ))
-    }
 }
 
 /// Registers and stores `unit_id`'s two catalogs, inside the caller's transaction, unless

@@ -139,11 +139,11 @@ async fn shutdown_signal() {
 /// Runs an admin command; what it changes commits with its audit row.
 async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
+    let keys = crate::keys::Keys::load(&settings, &pool).await?;
     let now = system_ms();
     let outcome = match admin {
         Admin::CreateUnit { name, parent } => {
-            let key = crate::catalog::CatalogKey::load(&settings, &pool).await?;
-            let id = units::create_unit(&pool, &key, &name, parent.as_deref(), now).await?;
+            let id = units::create_unit(&pool, &keys, &name, parent.as_deref(), now).await?;
             println!("{id}");
             Ok(())
         }
@@ -163,7 +163,7 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
                 role,
                 cleared,
             };
-            let id = units::create_user(&pool, user, now).await?;
+            let id = units::create_user(&pool, &keys, user, now).await?;
             println!("{id}");
             Ok(())
         }
@@ -174,19 +174,23 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             Ok(())
         }
         Admin::Reproject => {
-            let documents = crate::commit::reproject(&pool, now, settings.intervals()).await?;
+            let documents =
+                crate::commit::reproject(&pool, now, (settings.intervals(), &keys.audit)).await?;
             println!("reprojected {documents} documents");
             Ok(())
         }
-        Admin::VerifyAudit => match audit::verify(&pool).await? {
-            audit::Verdict::Intact { rows } => {
-                println!("audit trail intact: {rows} rows");
-                Ok(())
+        Admin::VerifyAudit => {
+            match audit::verify(&pool, &keys.audit, Some(&settings.audit_checkpoint_file())).await?
+            {
+                audit::Verdict::Intact { rows } => {
+                    println!("audit trail intact: {rows} rows");
+                    Ok(())
+                }
+                audit::Verdict::Broken { seq, reason } => {
+                    Err(anyhow::anyhow!("audit trail broken at row {seq}: {reason}"))
+                }
             }
-            audit::Verdict::Broken { seq, reason } => {
-                Err(anyhow::anyhow!("audit trail broken at row {seq}: {reason}"))
-            }
-        },
+        }
     };
     pool.close().await;
     outcome

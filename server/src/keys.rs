@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rand::RngCore;
 
+use crate::audit::AuditKey;
+use crate::catalog::CatalogKey;
 use crate::db::{Backend, Pool};
 use crate::settings::Settings;
 
@@ -23,7 +25,9 @@ pub struct Keys {
     /// The VAPID private scalar push services know the server by.
     pub vapid: [u8; 32],
     /// Derives the catalogs' document ids.
-    pub catalog: [u8; 32],
+    pub catalog: CatalogKey,
+    /// Keys the audit trail's chain and its checkpoints.
+    pub audit: AuditKey,
 }
 
 impl Keys {
@@ -38,7 +42,8 @@ impl Keys {
         Ok(Keys {
             jwt,
             vapid: key(settings, pool, "vapid").await?,
-            catalog: key(settings, pool, "catalog").await?,
+            catalog: CatalogKey::from_bytes(key(settings, pool, "catalog").await?),
+            audit: AuditKey::from_bytes(key(settings, pool, "audit").await?),
         })
     }
 }

@@ -57,6 +57,8 @@ pub struct Inner {
     pub keys: auth::TokenKeys,
     /// What catalog ids are keyed with.
     pub catalog_key: catalog::CatalogKey,
+    /// What the audit trail's chain is keyed with.
+    pub audit_key: audit::AuditKey,
     /// Password checks at once, and lockouts after failed logins.
     pub logins: auth::throttle::LoginThrottle,
     /// The unit of work documents commit through.
@@ -192,6 +194,28 @@ pub async fn launch(
     Ok(())
 }
 
+/// Signs the audit trail's head into the checkpoint file every `audit_checkpoint_secs`, and
+/// once more at shutdown: dropping the newest rows then shows in `verify-audit`.
+async fn audit_checkpoints(state: AppState) {
+    let path = state.settings.audit_checkpoint_file();
+    let mut every = tokio::time::interval(Duration::from_secs(
+        state.settings.audit_checkpoint_secs.max(1),
+    ));
+    loop {
+        let stopping = tokio::select! {
+            _ = every.tick() => false,
+            () = state.shutdown.cancelled() => true,
+        };
+        let now = clock::system_ms();
+        if let Err(error) = audit::checkpoint(&state.pool, &state.audit_key, &path, now).await {
+            tracing::error!(%error, path = %path.display(), "cannot write an audit checkpoint");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// Opens the database and starts what runs beside the requests (the commit writer, push
 /// delivery, the alert worker); returns the state and the writer to await on shutdown.
 async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::JoinHandle<()>)> {
@@ -199,7 +223,7 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
     let backend = db::Backend::of_url(&settings.database_url());
     let keys = keys::Keys::load(&settings, &pool).await?;
     let secret = keys.jwt.clone();
-    let catalog_key = catalog::CatalogKey::from_bytes(keys.catalog);
+    let catalog_key = keys.catalog.clone();
     catalog::create_missing(&pool, &catalog_key, clock::system_ms()).await?;
     let origins =
         push::PushOrigins::parse(&settings.push_allowed_origins).map_err(anyhow::Error::msg)?;
@@ -219,7 +243,7 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
         pool.clone(),
         backend,
         clock.clone(),
-        settings.intervals(),
+        (settings.intervals(), keys.audit.clone()),
         handoff,
     );
     let worker = alerts::worker::Worker {
@@ -236,6 +260,7 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
         keys: auth::TokenKeys::new(&secret, settings.access_token_ttl()),
         logins: auth::throttle::LoginThrottle::new(&settings.limits),
         catalog_key,
+        audit_key: keys.audit.clone(),
         settings,
         pool,
         backend,
@@ -255,5 +280,6 @@ async fn start(settings: Settings) -> anyhow::Result<(AppState, tokio::task::Joi
         .tasks
         .spawn(delivery.run(queued, state.tasks.clone(), state.shutdown.clone()));
     state.tasks.spawn(worker.run(state.shutdown.clone()));
+    state.tasks.spawn(audit_checkpoints(state.clone()));
     Ok((state, writer))
 }

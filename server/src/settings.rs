@@ -54,6 +54,11 @@ pub struct Settings {
     /// (`https://ntfy.office.example,http://10.1.2.3:8080`): a self-hosted UnifiedPush/ntfy
     /// server on the office network; `http` is allowed here only.
     pub push_allowed_origins: String,
+    /// Where the audit trail's signed heads are appended (`<data_dir>/audit-checkpoints` by
+    /// default): keep it off the database's disk, or ship it to syslog.
+    pub audit_checkpoint_file: Option<PathBuf>,
+    /// How often the head is signed into it.
+    pub audit_checkpoint_secs: u64,
     /// The clock deadlines and escalations run on; tests inject a manual one.
     #[serde(skip)]
     pub clock: crate::clock::Clock,
@@ -164,6 +169,8 @@ impl Default for Settings {
             follow_up_minutes: 120,
             push_contact: "mailto:duty-office@example.invalid".into(),
             push_allowed_origins: String::new(),
+            audit_checkpoint_file: None,
+            audit_checkpoint_secs: 300,
             clock: crate::clock::Clock::system(),
         }
     }
@@ -195,6 +202,8 @@ impl fmt::Debug for Settings {
             .field("follow_up_minutes", &self.follow_up_minutes)
             .field("push_contact", &self.push_contact)
             .field("push_allowed_origins", &self.push_allowed_origins)
+            .field("audit_checkpoint_file", &self.audit_checkpoint_file)
+            .field("audit_checkpoint_secs", &self.audit_checkpoint_secs)
             .field("clock", &self.clock)
             .finish()
     }
@@ -235,6 +244,12 @@ impl Settings {
                 format!("sqlite://{}?mode=rwc", path.display())
             }
         }
+    }
+
+    pub fn audit_checkpoint_file(&self) -> PathBuf {
+        self.audit_checkpoint_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-checkpoints"))
     }
 
     pub fn access_token_ttl(&self) -> Duration {

@@ -70,7 +70,7 @@ pub(crate) async fn set_intervals(
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(serde_json::json!({"unit_id": unit_id, "first_report_minutes": body.first_report_minutes,
             "follow_up_minutes": body.follow_up_minutes}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     let effective = intervals(&state.pool, &unit_id, state.settings.intervals()).await?;
     Ok(Json(zhiban_api::Intervals {
@@ -165,17 +165,17 @@ pub fn verify_password(password: &str, hash: &str, memory: &mut Vec<argon2::Bloc
 /// Creates a unit with its two catalogs; they commit with the audit row. Returns its id.
 pub async fn create_unit(
     pool: &crate::db::Pool,
-    key: &crate::catalog::CatalogKey,
+    keys: &crate::keys::Keys,
     name: &str,
     parent: Option<&str>,
     now: i64,
 ) -> Result<String, UnitError> {
     let mut tx = crate::db::begin_write(pool).await?;
     let id = insert_unit(&mut tx, name, parent, now).await?;
-    crate::catalog::create(&mut tx, key, &id, now).await?;
+    crate::catalog::create(&mut tx, &keys.catalog, &id, now).await?;
     let entry = Entry::new("admin.create_unit")
         .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &keys.audit, &[entry], now).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -243,6 +243,7 @@ impl NewUser<'_> {
 /// Creates a user; it commits with its audit row. Returns the user's id.
 pub async fn create_user(
     pool: &crate::db::Pool,
+    keys: &crate::keys::Keys,
     user: NewUser<'_>,
     now: i64,
 ) -> Result<String, UnitError> {
@@ -258,7 +259,7 @@ pub async fn create_user(
         "user_id": id, "username": user.username.trim(), "unit_id": user.unit_id,
         "role": user.role, "cleared": user.cleared,
     }));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &keys.audit, &[entry], now).await?;
     tx.commit().await?;
     Ok(id)
 }

@@ -42,7 +42,7 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
+    let key = zhiban_server::keys::Keys::load(&settings, &pool).await?;
     let unit = units::create_unit(
         &pool,
         &key,
@@ -54,6 +54,7 @@ async fn run() -> anyhow::Result<()> {
     for username in ["reporter", "colleague", "newcomer"] {
         units::create_user(
             &pool,
+            &key,
             NewUser {
                 username,
                 display_name: None,

@@ -66,14 +66,14 @@ async fn run() -> anyhow::Result<()> {
         wake: Default::default(),
     };
     let now = Clock::system();
+    let key = zhiban_server::keys::Keys::load(&settings, &pool).await?;
     let (committer, writer) = Committer::spawn(
         pool.clone(),
         backend,
         now.clone(),
-        zhiban_records::Intervals::default(),
+        (zhiban_records::Intervals::default(), key.audit.clone()),
         handoff,
     );
-    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
     let unit_id =
         zhiban_server::units::create_unit(&pool, &key, "Bench", None, now.now_ms()).await?;
     let meta = DocumentMeta {

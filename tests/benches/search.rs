@@ -81,7 +81,7 @@ async fn run() -> anyhow::Result<()> {
         ..Settings::default()
     };
     let pool = db::connect(&settings.database_url()).await?;
-    let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool).await?;
+    let key = zhiban_server::keys::Keys::load(&settings, &pool).await?;
     let district = units::create_unit(
         &pool,
         &key,
@@ -105,6 +105,7 @@ async fn run() -> anyhow::Result<()> {
     }
     units::create_user(
         &pool,
+        &key,
         NewUser {
             username: "officer",
             display_name: None,

@@ -8,7 +8,7 @@ use zhiban_protocol::DocumentId;
 use zhiban_server::access::Role;
 
 use crate::helpers::{
-    PASSWORD, RawPeer, edit, login, new_document, org, postgres_settings, spawn_app,
+    PASSWORD, RawPeer, TestApp, edit, login, new_document, org, postgres_settings, spawn_app,
     spawn_app_with, start_server_process, test_settings, text,
 };
 
@@ -97,7 +97,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         let pool = zhiban_server::db::connect(&settings.database_url())
             .await
             .unwrap();
-        let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool)
+        let key = zhiban_server::keys::Keys::load(&settings, &pool)
             .await
             .unwrap();
         let unit = zhiban_server::units::create_unit(
@@ -112,6 +112,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         for name in ["alice", "anna"] {
             zhiban_server::units::create_user(
                 &pool,
+                &key,
                 zhiban_server::units::NewUser {
                     username: name,
                     display_name: None,
@@ -235,6 +236,8 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
             .arg("admin")
             .args(args)
             .env("ZHIBAN_DATABASE_URL", settings.database_url())
+            // The keys (the audit key among them) are the server's: same data directory.
+            .env("ZHIBAN_DATA_DIR", &settings.data_dir)
             .env("ZHIBAN_NEW_PASSWORD", PASSWORD)
             .env("ZHIBAN_LOG", "warn")
             .output()
@@ -360,7 +363,7 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     );
     assert_eq!(of("auth.login_failed").len(), 1);
     assert_eq!(
-        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        app.verify_audit().await,
         zhiban_server::audit::Verdict::Intact {
             rows: rows.len() as i64
         }
@@ -373,7 +376,7 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
         .execute(&app.pool)
         .await
         .unwrap();
-    match zhiban_server::audit::verify(&app.pool).await.unwrap() {
+    match app.verify_audit().await {
         zhiban_server::audit::Verdict::Broken { seq, .. } => assert_eq!(seq, victim),
         intact => panic!("tampering not detected: {intact:?}"),
     }
@@ -385,7 +388,7 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
         .await
         .unwrap();
     assert!(matches!(
-        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        app.verify_audit().await,
         zhiban_server::audit::Verdict::Intact { .. }
     ));
     sqlx::query("DELETE FROM audit_log WHERE seq = $1")
@@ -393,8 +396,152 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
         .execute(&app.pool)
         .await
         .unwrap();
-    match zhiban_server::audit::verify(&app.pool).await.unwrap() {
+    match app.verify_audit().await {
         zhiban_server::audit::Verdict::Broken { seq, .. } => assert_eq!(seq, victim),
         intact => panic!("deletion not detected: {intact:?}"),
     }
+}
+
+/// seq, at, user, device, action, document, detail: what a row's hash covers.
+type ChainedRow = (
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
+/// What an attacker with the database but not the key does: alters row `from`, then
+/// rewrites the hashes from there on, as a short script can, with a key of their own (None:
+/// plain SHA-256, as the chain was before it was keyed).
+async fn rechain(app: &TestApp, from: i64, key: Option<&zhiban_server::audit::AuditKey>) {
+    sqlx::query("UPDATE audit_log SET user_id = 'somebody-else' WHERE seq = $1")
+        .bind(from)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut prev: String = if from == 1 {
+        zhiban_server::audit::GENESIS.to_owned()
+    } else {
+        sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(from - 1)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let rows: Vec<ChainedRow> = sqlx::query_as(
+        "SELECT seq, at, user_id, device_id, action, document_id, detail FROM audit_log \
+             WHERE seq >= $1 ORDER BY seq",
+    )
+    .bind(from)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    for (seq, at, user_id, device_id, action, document_id, detail) in rows {
+        let hash = zhiban_server::audit::hash(
+            key,
+            &prev,
+            &zhiban_server::audit::Chained {
+                seq,
+                at,
+                user_id: user_id.as_deref(),
+                device_id: device_id.as_deref(),
+                action: &action,
+                document_id: document_id.as_deref(),
+                detail: &detail,
+            },
+        );
+        sqlx::query("UPDATE audit_log SET prev_hash = $1, hash = $2 WHERE seq = $3")
+            .bind(&prev)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        prev = hash;
+    }
+}
+
+/// The chain is keyed: rewritten and re-chained without the audit key, it fails at the first
+/// rewritten row; rewritten whole (as if never keyed) it no longer reaches the signed
+/// checkpoint; and cutting off the newest rows is caught by the checkpoint too.
+#[tokio::test]
+async fn the_audit_trail_cannot_be_rewritten_without_its_key_nor_cut_short() {
+    use zhiban_server::audit::{AuditKey, Verdict, checkpoint};
+    let app = spawn_app().await;
+    org(&app).await;
+    for user in ["alice", "bob", "anna"] {
+        app.login(user, "phone").await;
+    }
+    let keys = app.keys().await;
+    let file = app.settings.audit_checkpoint_file();
+    let head = checkpoint(
+        &app.pool,
+        &keys.audit,
+        &file,
+        zhiban_server::clock::system_ms(),
+    )
+    .await
+    .unwrap()
+    .expect("a head to sign");
+    let Verdict::Intact { rows } = app.verify_audit().await else {
+        panic!("intact at first");
+    };
+    assert_eq!(rows, head);
+
+    rechain(&app, 4, Some(&AuditKey::from_bytes([7; 32]))).await;
+    assert!(
+        matches!(app.verify_audit().await, Verdict::Broken { seq: 4, .. }),
+        "a guessed key"
+    );
+    rechain(&app, 4, None).await;
+    assert!(
+        matches!(app.verify_audit().await, Verdict::Broken { seq: 4, .. }),
+        "unkeyed rows after keyed ones"
+    );
+    rechain(&app, 1, None).await;
+    match app.verify_audit().await {
+        // (The server signs a head at start too: the first checkpoint that differs.)
+        Verdict::Broken { seq, reason } => {
+            assert!(seq <= head, "{seq}: {reason}");
+            assert!(reason.contains("checkpoint"), "{reason}");
+        }
+        intact => panic!("a whole unkeyed rewrite passed: {intact:?}"),
+    }
+
+    // Another trail, its newest rows dropped after a checkpoint saw them.
+    let app = spawn_app().await;
+    org(&app).await;
+    app.login("alice", "phone").await;
+    let keys = app.keys().await;
+    let file = app.settings.audit_checkpoint_file();
+    let head = checkpoint(
+        &app.pool,
+        &keys.audit,
+        &file,
+        zhiban_server::clock::system_ms(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq > $1")
+        .bind(head - 2)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    match app.verify_audit().await {
+        Verdict::Broken { seq, reason } => {
+            assert_eq!(seq, head);
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        intact => panic!("a cut-off tail passed: {intact:?}"),
+    }
+    // A forged checkpoint line is refused as such.
+    std::fs::write(&file, format!("{} {} 0 {}\n", head, "00", "ab".repeat(32))).unwrap();
+    assert!(matches!(
+        app.verify_audit().await,
+        Verdict::Broken { seq: 0, .. }
+    ));
 }

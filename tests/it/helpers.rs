@@ -177,7 +177,7 @@ impl TestApp {
     }
 
     pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
-        let key = zhiban_server::catalog::CatalogKey::load(&self.settings, &self.pool)
+        let key = zhiban_server::keys::Keys::load(&self.settings, &self.pool)
             .await
             .expect("catalog key");
         zhiban_server::units::create_unit(
@@ -191,9 +191,26 @@ impl TestApp {
         .expect("create unit")
     }
 
+    /// The server's keys, as its admin commands read them.
+    pub async fn keys(&self) -> zhiban_server::keys::Keys {
+        zhiban_server::keys::Keys::load(&self.settings, &self.pool)
+            .await
+            .expect("keys")
+    }
+
+    /// `admin verify-audit`: the chain with the audit key, and the checkpoint file.
+    pub async fn verify_audit(&self) -> zhiban_server::audit::Verdict {
+        let checkpoints = self.settings.audit_checkpoint_file();
+        zhiban_server::audit::verify(&self.pool, &self.keys().await.audit, Some(&checkpoints))
+            .await
+            .expect("verify")
+    }
+
     pub async fn create_user(&self, username: &str, unit_id: &str, role: Role, cleared: bool) {
+        let key = self.keys().await;
         zhiban_server::units::create_user(
             &self.pool,
+            &key,
             NewUser {
                 username,
                 display_name: None,
@@ -584,6 +601,7 @@ pub async fn start_server_process(settings: &Settings, env: &[(&str, &str)]) -> 
     command
         .env("ZHIBAN_LISTEN", "127.0.0.1:0")
         .env("ZHIBAN_DATABASE_URL", settings.database_url())
+        .env("ZHIBAN_DATA_DIR", &settings.data_dir)
         .env("ZHIBAN_LOG", "warn");
     for (name, value) in env {
         command.env(name, value);

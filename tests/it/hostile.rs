@@ -36,7 +36,7 @@ impl Target {
             .await
             .unwrap();
         let now = zhiban_server::clock::system_ms();
-        let key = zhiban_server::catalog::CatalogKey::load(&settings, &pool)
+        let key = zhiban_server::keys::Keys::load(&settings, &pool)
             .await
             .unwrap();
         let district = zhiban_server::units::create_unit(&pool, &key, "District", None, now)
@@ -60,7 +60,7 @@ impl Target {
                 role,
                 cleared,
             };
-            zhiban_server::units::create_user(&pool, user, now)
+            zhiban_server::units::create_user(&pool, &key, user, now)
                 .await
                 .unwrap();
         }

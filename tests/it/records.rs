@@ -226,7 +226,10 @@ async fn reproject(app: &TestApp) -> usize {
     zhiban_server::commit::reproject(
         &app.pool,
         zhiban_server::clock::system_ms(),
-        zhiban_records::Intervals::default(),
+        (
+            zhiban_records::Intervals::default(),
+            &app.keys().await.audit,
+        ),
     )
     .await
     .unwrap()
@@ -944,14 +947,17 @@ async fn records_queries_search_and_audit_work_on_postgres() {
         zhiban_server::commit::reproject(
             &app.pool,
             zhiban_server::clock::system_ms(),
-            zhiban_records::Intervals::default(),
+            (
+                zhiban_records::Intervals::default(),
+                &app.keys().await.audit
+            ),
         )
         .await
         .unwrap(),
         2
     );
     assert!(matches!(
-        zhiban_server::audit::verify(&app.pool).await.unwrap(),
+        app.verify_audit().await,
         zhiban_server::audit::Verdict::Intact { .. }
     ));
 }

@@ -289,7 +289,7 @@ async fn settle(
     let entry = Entry::new(action)
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"alert_id": id, "document_id": stored.document_id}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     tracing::info!(alert_id = %id, user_id = %identity.user_id, event, "alert acknowledged");
     Ok(Json(Acknowledged {
@@ -427,7 +427,7 @@ pub(crate) async fn call(
     let entry = Entry::new("rollcall.call")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"rollcall_id": id, "unit_id": unit_id, "window_secs": window_secs}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     state.hand_over(raised);
     Ok((
@@ -511,7 +511,7 @@ async fn answer_rollcall(
     let entry = Entry::new("rollcall.answer")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"rollcall_id": id, "delay_ms": delay_ms}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     Ok(RollcallAnswered {
         id: id.into(),
@@ -689,7 +689,7 @@ pub(crate) async fn put_policy(
     let entry = Entry::new("policy.set")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"unit_id": unit_id, "grade": grade, "steps": body.steps}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     Ok(Json(Policy {
         unit_id: unit_id.into(),

@@ -234,7 +234,7 @@ pub(crate) async fn login(
                     .detail(serde_json::json!({ "of": lockout.of, "secs": lockout.secs })),
             );
         }
-        audit::record(&state.pool, &entries, now).await?;
+        audit::record(&state.pool, &state.audit_key, &entries, now).await?;
         return Err(AppError::Unauthorized("wrong username or password"));
     };
     state.logins.succeeded(&request.username);
@@ -325,7 +325,7 @@ async fn issue_tokens(
                 .detail(serde_json::json!({ "skew_ms": skew })),
         );
     }
-    audit::append(&mut *tx, &entries, now).await?;
+    audit::append(&mut *tx, &state.audit_key, &entries, now).await?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let refresh_token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -390,7 +390,7 @@ pub(crate) async fn refresh(
         let entry = Entry::new("auth.refresh_reuse")
             .by(&user_id, Some(&device_id))
             .detail(serde_json::json!({ "spent_at": spent_at }));
-        audit::append(&mut tx, &[entry], now).await?;
+        audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
         tx.commit().await?;
         let closed = state.connections.disconnect_device(&device_id);
         tracing::warn!(%user_id, %device_id, closed_sockets = closed, "spent refresh token reused; device revoked");
@@ -456,6 +456,7 @@ pub(crate) async fn logout(
             .await?;
         audit::append(
             &mut tx,
+            &state.audit_key,
             &[Entry::new("auth.logout").by(&user_id, Some(&device_id))],
             now,
         )
@@ -547,7 +548,7 @@ pub(crate) async fn revoke_device(
     let entry = Entry::new("device.revoke")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(serde_json::json!({ "device_id": device_id, "owner": owner }));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     let closed = state.connections.disconnect_device(&device_id);
     tracing::warn!(closed_sockets = closed, "device revoked");

@@ -18,6 +18,7 @@ use zhiban_protocol::DocumentId;
 use zhiban_records::Intervals;
 
 use crate::alerts::{self, Raised};
+use crate::audit::AuditKey;
 use crate::db::{Backend, Pool, begin_write, is_transient, savepoint};
 use crate::documents::{self, ActorBinding, Chunk, DocumentMeta, Receipt};
 use crate::records::times::Receipts;
@@ -108,12 +109,12 @@ async fn apply(
     backend: Backend,
     works: &[&Work],
     now: i64,
-    intervals: Intervals,
+    (intervals, audit_key): (Intervals, &AuditKey),
 ) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
-    match apply_once(pool, backend, works, now, intervals, false).await {
+    match apply_once(pool, backend, works, now, (intervals, audit_key), false).await {
         Err(error) if !is_transient(&error) => {
             tracing::warn!(%error, "commit failed; again with each record's rows contained");
-            apply_once(pool, backend, works, now, intervals, true).await
+            apply_once(pool, backend, works, now, (intervals, audit_key), true).await
         }
         done => done,
     }
@@ -124,7 +125,7 @@ async fn apply_once(
     backend: Backend,
     works: &[&Work],
     now: i64,
-    intervals: Intervals,
+    (intervals, audit_key): (Intervals, &AuditKey),
     contained: bool,
 ) -> Result<(Vec<Outcome>, Raised), sqlx::Error> {
     let mut tx = begin_write(pool).await?;
@@ -194,7 +195,7 @@ async fn apply_once(
             Work::Rederive(_) | Work::SyncState { .. } => Vec::new(),
         })
         .collect();
-    audit::append(&mut tx, &entries, now).await?;
+    audit::append(&mut tx, audit_key, &entries, now).await?;
     tx.commit().await?;
     let outcomes = flags
         .into_iter()
@@ -211,10 +212,10 @@ pub async fn write_now(
     backend: Backend,
     works: &[Work],
     now: i64,
-    intervals: Intervals,
+    rules: (Intervals, &AuditKey),
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let works: Vec<&Work> = works.iter().collect();
-    let (outcomes, _sent_when_leases_expire) = apply(pool, backend, &works, now, intervals).await?;
+    let (outcomes, _sent_when_leases_expire) = apply(pool, backend, &works, now, rules).await?;
     Ok(outcomes)
 }
 
@@ -300,7 +301,11 @@ async fn flag(
 
 /// Rebuilds every record's rows from the stored documents (and settles or raises what the
 /// rules say); returns how many records.
-pub async fn reproject(pool: &Pool, now: i64, intervals: Intervals) -> anyhow::Result<usize> {
+pub async fn reproject(
+    pool: &Pool,
+    now: i64,
+    rules: (Intervals, &AuditKey),
+) -> anyhow::Result<usize> {
     let backend = Backend::of(pool);
     let mut works = Vec::new();
     for (document_id, meta) in documents::list_all_records(pool).await? {
@@ -320,7 +325,7 @@ pub async fn reproject(pool: &Pool, now: i64, intervals: Intervals) -> anyhow::R
             works.push(Work::Rederive(Box::new(projection)));
         }
     }
-    for outcome in write_now(pool, backend, &works, now, intervals).await? {
+    for outcome in write_now(pool, backend, &works, now, rules).await? {
         if let Some(reason) = outcome.flagged {
             tracing::warn!(%reason, "a record could not be rebuilt; it is flagged");
         }

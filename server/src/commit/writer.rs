@@ -5,6 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CommitError, Handoff, Outcome, Work, apply};
+use crate::audit::AuditKey;
 use crate::clock::Clock;
 use crate::db::{Backend, Pool};
 use zhiban_records::Intervals;
@@ -30,7 +31,7 @@ impl Committer {
         pool: Pool,
         backend: Backend,
         clock: Clock,
-        intervals: Intervals,
+        (intervals, audit_key): (Intervals, AuditKey),
         handoff: Handoff,
     ) -> (Committer, tokio::task::JoinHandle<()>) {
         let (jobs, receiver) = mpsc::channel(4096);
@@ -39,6 +40,7 @@ impl Committer {
             backend,
             clock,
             intervals,
+            audit_key,
             handoff,
         };
         (Committer { jobs }, tokio::spawn(writer.run(receiver)))
@@ -105,6 +107,7 @@ struct Writer {
     clock: Clock,
     /// The deployment's reporting intervals, for the deadlines the rules set.
     intervals: Intervals,
+    audit_key: AuditKey,
     handoff: Handoff,
 }
 
@@ -144,7 +147,7 @@ impl Writer {
             self.backend,
             &works,
             self.clock.now_ms(),
-            self.intervals,
+            (self.intervals, &self.audit_key),
         )
         .await
         {
@@ -169,7 +172,7 @@ impl Writer {
                         self.backend,
                         &[&work],
                         self.clock.now_ms(),
-                        self.intervals,
+                        (self.intervals, &self.audit_key),
                     )
                     .await
                     {

@@ -90,7 +90,7 @@ pub(crate) async fn subscribe(
             "push_service": subscriptions::push_service(&subscription.endpoint),
             "replaced_device": replaced_device,
         }));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = %id, "push subscription stored");
     Ok((StatusCode::CREATED, Json(Subscribed { id: id.into() })))
@@ -138,7 +138,7 @@ async fn unsubscribe(
     let entry = Entry::new("push.unsubscribe")
         .by(&identity.user_id, Some(&identity.device_id))
         .detail(json!({"subscription_id": id, "push_service": push_service}));
-    audit::append(&mut tx, &[entry], now).await?;
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
     tx.commit().await?;
     tracing::info!(subscription_id = %id, "push subscription removed");
     Ok(StatusCode::NO_CONTENT)

@@ -1281,7 +1281,10 @@ mod tests {
         };
         let (state, _writer) = crate::start(settings).await.unwrap();
         let now = crate::clock::system_ms();
-        let unit = crate::units::create_unit(&state.pool, &state.catalog_key, "Town", None, now)
+        let keys = crate::keys::Keys::load(&state.settings, &state.pool)
+            .await
+            .unwrap();
+        let unit = crate::units::create_unit(&state.pool, &keys, "Town", None, now)
             .await
             .unwrap();
         let catalog = state.catalog_key.id(&unit, false);

@@ -48,11 +48,10 @@ enum Admin {
     },
     /// Create a user in a unit; prints the user's id.
     CreateUser {
+        /// The password is never an argument (it would show in `ps` and shell history):
+        /// ZHIBAN_NEW_PASSWORD, else asked for on the terminal, else one line of stdin.
         #[arg(long)]
         username: String,
-        /// Read from ZHIBAN_NEW_PASSWORD if not given, to keep it out of shell history.
-        #[arg(long, env = "ZHIBAN_NEW_PASSWORD", hide_env_values = true)]
-        password: String,
         #[arg(long)]
         unit: String,
         #[arg(long)]
@@ -137,6 +136,21 @@ async fn shutdown_signal() {
 }
 
 /// Runs an admin command; what it changes commits with its audit row.
+/// A password from the environment variable `variable`, else asked for on the terminal
+/// without echo, else the first line of stdin (a script piping it in).
+fn read_password(variable: &str, prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if let Ok(password) = std::env::var(variable) {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password(prompt)?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
     let keys = crate::keys::Keys::load(&settings, &pool).await?;
@@ -149,12 +163,12 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
         }
         Admin::CreateUser {
             username,
-            password,
             unit,
             role,
             cleared,
             display_name,
         } => {
+            let password = read_password("ZHIBAN_NEW_PASSWORD", "the new user's password: ")?;
             let user = NewUser {
                 username: &username,
                 display_name: display_name.as_deref(),

@@ -114,6 +114,8 @@ pub enum UnitError {
     UsernameTaken(String),
     #[error("{0}")]
     Invalid(&'static str),
+    #[error("{0}")]
+    WeakPassword(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("cannot hash the password: {0}")]
@@ -233,11 +235,30 @@ impl NewUser<'_> {
                 "a username has 1 to 64 letters, digits, '.', '_', '-' or '@'",
             ));
         }
-        if self.password.chars().count() < 8 {
-            return Err(UnitError::Invalid("a password has at least 8 characters"));
-        }
-        Ok(())
+        check_password(self.password, &[username])
     }
+}
+
+/// A password worth having: at least 12 characters, and not guessable from lists of common
+/// passwords, words, keyboard walks and the user's own name (zxcvbn score 3 of 4).
+pub fn check_password(password: &str, user_inputs: &[&str]) -> Result<(), UnitError> {
+    if password.chars().count() < 12 {
+        return Err(UnitError::WeakPassword(
+            "a password has at least 12 characters".into(),
+        ));
+    }
+    let estimate = zxcvbn::zxcvbn(password, user_inputs);
+    if estimate.score() < zxcvbn::Score::Three {
+        let hint = estimate
+            .feedback()
+            .and_then(|feedback| feedback.warning())
+            .map(|warning| format!(": {warning}"))
+            .unwrap_or_default();
+        return Err(UnitError::WeakPassword(format!(
+            "the password is too easy to guess{hint}; a few unrelated words make a good one"
+        )));
+    }
+    Ok(())
 }
 
 /// Creates a user; it commits with its audit row. Returns the user's id.

@@ -60,7 +60,7 @@ const LEADER: &str = "leader-user";
 const FIELD: &str = "field-user";
 /// Only for the server's own count of connections and loaded documents (`/api/sync/stats`).
 const ADMIN: &str = "admin-user";
-const PASSWORD: &str = "benchmark password";
+const PASSWORD: &str = servers::BENCH_PASSWORD;
 
 const LOGIN_CONCURRENCY: usize = 4;
 const CONNECT_CONCURRENCY: usize = 32;
@@ -148,8 +148,6 @@ async fn run() -> anyhow::Result<()> {
                 "create-user",
                 "--username",
                 username,
-                "--password",
-                PASSWORD,
                 "--unit",
                 &unit,
                 "--role",

@@ -24,7 +24,7 @@ use zhiban_server::access::Role;
 use zhiban_server::units::NewUser;
 use zhiban_server::{Settings, db, units};
 
-const PASSWORD: &str = "benchmark password";
+const PASSWORD: &str = "longer bench passphrase";
 const REPORTS: usize = 100;
 const PULL_DOCUMENTS: usize = 1_000;
 

@@ -23,7 +23,7 @@ use zhiban_server::{Settings, db, units};
 const RECORDS: usize = 100_000;
 const UNITS: usize = 10;
 const RUNS: usize = 100;
-const PASSWORD: &str = "benchmark password";
+const PASSWORD: &str = "longer bench passphrase";
 
 const WORDS: [&str; 40] = [
     "山体滑坡",

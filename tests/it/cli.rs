@@ -57,20 +57,31 @@ pub(crate) async fn run(data_dir: &Path, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// `zhiban login`, the password piped in on stdin as a script would.
 pub(crate) async fn login(data_dir: &Path, server: &str, username: &str) {
-    let lines = run(
-        data_dir,
-        &[
-            "login",
-            "--server",
-            server,
-            "--username",
-            username,
-            "--password",
-            PASSWORD,
-        ],
-    )
-    .await;
+    use tokio::io::AsyncWriteExt;
+    let mut child = zhiban(data_dir)
+        .args(["login", "--server", server, "--username", username])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("command runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("command finishes")
+        .expect("command runs");
+    assert!(output.status.success(), "zhiban login failed: {output:?}");
+    let line = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Value> = line
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines[0]["device_id"].is_string(), "{lines:?}");
 }
 

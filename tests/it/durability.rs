@@ -231,14 +231,14 @@ async fn a_failing_database_delays_the_acknowledgement_but_loses_nothing() {
 async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
-    let admin = |args: &[&str]| {
+    let admin_with = |password: &str, args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_zhiban-server-under-test"))
             .arg("admin")
             .args(args)
             .env("ZHIBAN_DATABASE_URL", settings.database_url())
             // The keys (the audit key among them) are the server's: same data directory.
             .env("ZHIBAN_DATA_DIR", &settings.data_dir)
-            .env("ZHIBAN_NEW_PASSWORD", PASSWORD)
+            .env("ZHIBAN_NEW_PASSWORD", password)
             .env("ZHIBAN_LOG", "warn")
             .output()
             .expect("admin command runs");
@@ -248,6 +248,7 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         )
     };
+    let admin = |args: &[&str]| admin_with(PASSWORD, args);
     let (ok, district, _) = admin(&["create-unit", "--name", "District office"]);
     assert!(ok);
     let (ok, town, _) = admin(&["create-unit", "--name", "Town A", "--parent", &district]);
@@ -263,6 +264,38 @@ async fn the_admin_commands_set_up_a_unit_and_a_user_who_can_log_in() {
         "--cleared",
     ]);
     assert!(ok);
+    // Passwords: never an argument, at least 12 characters, not a common one.
+    let (ok, _, error) = admin(&[
+        "create-user",
+        "--username",
+        "li",
+        "--password",
+        PASSWORD,
+        "--unit",
+        &town,
+        "--role",
+        "officer",
+    ]);
+    assert!(!ok && error.contains("--password"), "{error}");
+    for (weak, why) in [
+        ("Zx9!kq", "at least 12 characters"),
+        ("password1234", "too easy to guess"),
+        ("qwertyuiop12", "too easy to guess"),
+    ] {
+        let (ok, _, error) = admin_with(
+            weak,
+            &[
+                "create-user",
+                "--username",
+                "li",
+                "--unit",
+                &town,
+                "--role",
+                "officer",
+            ],
+        );
+        assert!(!ok && error.contains(why), "{weak}: {error}");
+    }
     let (ok, _, error) = admin(&[
         "create-user",
         "--username",

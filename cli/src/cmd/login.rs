@@ -1,4 +1,6 @@
-//! `zhiban login --server URL --username U [--password P] [--device-name NAME]`
+//! `zhiban login --server URL --username U [--device-name NAME]`; the password comes from
+//! ZHIBAN_PASSWORD, else the terminal (not echoed), else one line of stdin — never the
+//! command line, where `ps` and shell history would keep it.
 
 use clap::Args;
 use serde_json::json;
@@ -12,9 +14,6 @@ pub(crate) struct Login {
     server: String,
     #[arg(long)]
     username: String,
-    /// Read from ZHIBAN_PASSWORD if not given, to keep it out of shell history.
-    #[arg(long, env = "ZHIBAN_PASSWORD", hide_env_values = true)]
-    password: String,
     /// How this device appears in the user's list of devices.
     #[arg(long, default_value = "zhiban cli")]
     device_name: String,
@@ -22,14 +21,10 @@ pub(crate) struct Login {
 
 impl Login {
     pub async fn apply(self, context: &Context) -> anyhow::Result<i32> {
+        let password = read_password()?;
         let device = context.device().await?;
         let identity = device
-            .login(
-                &self.server,
-                &self.username,
-                &self.password,
-                &self.device_name,
-            )
+            .login(&self.server, &self.username, &password, &self.device_name)
             .await?;
         context.out.emit(
             &json!({
@@ -52,4 +47,17 @@ impl Login {
         )?;
         Ok(EXIT_OK)
     }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if let Ok(password) = std::env::var("ZHIBAN_PASSWORD") {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -169,7 +169,10 @@ pub fn log_problems(log: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A Zhiban server's data directory with one unit and one officer, `u1` / `password1`.
+/// A Zhiban server's data directory with one unit and one officer, `u1` / [`BENCH_PASSWORD`].
+/// Every benchmark user's password (strong enough for the server's check).
+pub const BENCH_PASSWORD: &str = "longer bench passphrase";
+
 pub struct ZhibanSetup {
     pub data_dir: PathBuf,
     /// `push_allowed_origins` for the server (a push receiver on loopback).
@@ -198,8 +201,6 @@ impl ZhibanSetup {
                 "create-user",
                 "--username",
                 "u1",
-                "--password",
-                "password1",
                 "--unit",
                 &unit,
                 "--role",
@@ -230,6 +231,7 @@ impl ZhibanSetup {
 pub async fn admin(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let output = zhiban_command(data_dir)
         .env_remove("RUST_LOG")
+        .env("ZHIBAN_NEW_PASSWORD", BENCH_PASSWORD)
         .arg("admin")
         .args(args)
         .output()
@@ -284,7 +286,7 @@ pub async fn login_devices(
                     .post(&url)
                     .json(&serde_json::json!({
                         "username": "u1",
-                        "password": "password1",
+                        "password": BENCH_PASSWORD,
                         "device_name": format!("bench device {i}"),
                     }))
                     .send()

@@ -653,12 +653,22 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
     let leader = scene.app().login("cleared", "desk").await.user_id;
     let (device, sync) = scene.device("alice").await;
     let (planner, planner_sync) = scene.device("cleared").await;
-    // A holiday shift from now for two days; the daily report is due at 16:00 (UTC+8).
+    // A holiday shift of two days from tomorrow, local time (UTC+8); the daily report is
+    // due at 16:00. (From tomorrow: a shift starting now would owe today's report at once
+    // when the test runs after 16:00 local.)
     let now = scene.clock.now_ms();
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    let local = chrono::TimeZone::timestamp_millis_opt(&offset, now).unwrap();
+    let tomorrow = (local.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_local_timezone(offset)
+        .unwrap()
+        .timestamp_millis();
     let (roster, _) = planner
         .create_record(&json!({
             "type": "roster", "title": "国庆值班表", "holiday": true,
-            "shifts": [{"start": now, "end": now + 48 * HOUR_MS, "kind": "holiday",
+            "shifts": [{"start": tomorrow, "end": tomorrow + 48 * HOUR_MS, "kind": "holiday",
                 "leader": {"user_id": leader, "name": "李局长"},
                 "officers": [{"user_id": alice, "name": "艾丽斯"}]}],
         }))
@@ -667,8 +677,6 @@ async fn a_missing_holiday_daily_report_is_flagged_and_a_zero_report_settles_it(
     planner.wait_received(&roster, WAIT).await.unwrap();
     planner_sync.stop().await;
     // Move to 16:00 local time on the next day.
-    let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
-    let local = chrono::TimeZone::timestamp_millis_opt(&offset, now).unwrap();
     let four_pm = (local.date_naive() + chrono::Days::new(1))
         .and_hms_opt(16, 0, 0)
         .unwrap()

@@ -1067,3 +1067,79 @@ async fn instructions_daily_reports_and_the_register_are_projected_and_rebuilt_a
     reproject(&app).await;
     assert_eq!(rows().await, before);
 }
+
+/// Who opened a classified record, on which device, is in the audit trail (D18, D19): read
+/// through the API or synced to a device. Plain records are not (their every change is).
+#[tokio::test]
+async fn reads_of_classified_records_are_audited() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let secret = report(
+        &app,
+        dirs[0].path(),
+        "cleared",
+        &json!({"type": "incident", "title": "涉密线索", "classification": "classified",
+            "grade": "yellow"}),
+    )
+    .await;
+    let plain = report(
+        &app,
+        dirs[1].path(),
+        "alice",
+        &json!({"type": "incident", "title": "路灯损坏", "grade": "blue"}),
+    )
+    .await;
+    let reads = |action: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<String>, Option<String>)>(
+                "SELECT user_id, document_id FROM audit_log WHERE action = $1 ORDER BY seq",
+            )
+            .bind(action)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let district = app.login("district", "desk").await;
+    for id in [&secret, &plain] {
+        get(
+            &app,
+            &district.access_token,
+            &format!("/api/incidents/{id}"),
+        )
+        .await;
+        get(&app, &district.access_token, &format!("/api/records/{id}")).await;
+    }
+    let expected = (Some(district.user_id.clone()), Some(secret.to_string()));
+    assert_eq!(
+        reads("record.read_classified").await,
+        vec![expected.clone(), expected]
+    );
+
+    // The district leader's phone syncs it.
+    let dir = tempfile::tempdir().unwrap();
+    let phone = logged_in(&app, dir.path(), "district").await;
+    let sync = phone.start_sync_with(FAST);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while phone.get(&secret).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "synced to the phone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sync.stop().await;
+    let synced = reads("sync.read_classified").await;
+    assert!(
+        synced.contains(&(Some(district.user_id.clone()), Some(secret.to_string()))),
+        "{synced:?}"
+    );
+    assert!(
+        synced
+            .iter()
+            .all(|(_, document)| document.as_deref() != Some(&plain.to_string())),
+        "{synced:?}"
+    );
+}

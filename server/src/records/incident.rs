@@ -338,6 +338,9 @@ pub(crate) async fn one(
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     incident.instructions = Some(instructions);
     incident.timeline = Some(crate::timeline::of_document(&state.pool, &id).await?);
+    if incident.classified {
+        super::audit_classified_read(&state, &identity, &id).await?;
+    }
     Ok(Json(incident))
 }
 

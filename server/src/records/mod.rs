@@ -306,6 +306,25 @@ async fn item_problems(
     }
 }
 
+/// Records that `identity` read a classified record through the API (D18, D19): who knew
+/// what, and when, is the question the trail must answer for these above all.
+pub(crate) async fn audit_classified_read(
+    state: &AppState,
+    identity: &crate::access::Identity,
+    document_id: &str,
+) -> Result<(), sqlx::Error> {
+    let entry = crate::audit::Entry::new("record.read_classified")
+        .by(&identity.user_id, Some(&identity.device_id))
+        .document(document_id);
+    crate::audit::record(
+        &state.pool,
+        &state.audit_key,
+        &[entry],
+        state.clock.now_ms(),
+    )
+    .await
+}
+
 /// The object at `list[position]` under the root.
 pub(crate) fn element(doc: &Automerge, list: &str, position: usize) -> Option<ObjId> {
     let (_, list) = doc.get(automerge::ROOT, list).ok()??;

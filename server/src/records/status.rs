@@ -177,5 +177,8 @@ pub(crate) async fn one(
         .ok_or(AppError::NotFound("no such record"))?;
     let mut record = view(&row)?;
     record.item_problems = super::item_problems(&state.pool, record.kind, &id).await?;
+    if record.classified {
+        super::audit_classified_read(&state, &identity, &id).await?;
+    }
     Ok(Json(record))
 }

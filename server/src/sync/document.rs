@@ -538,6 +538,19 @@ impl DocumentActor {
                 }
                 None => None,
             };
+            if access.is_some()
+                && self
+                    .meta
+                    .as_ref()
+                    .is_some_and(|meta| meta.classified && !meta.catalog)
+            {
+                // Who opened a classified record, on which device, when (D18, D19).
+                self.state.committer.submit(Work::Audit(vec![
+                    audit::Entry::new("sync.read_classified")
+                        .by(&peer.identity.user_id, Some(&peer.identity.device_id))
+                        .document(self.document_id),
+                ]));
+            }
             let state = self.initial_sync_state(&peer, access).await;
             self.subscribers.insert(
                 connection_id,

@@ -541,14 +541,8 @@ async fn a_shared_tablet_delivers_each_users_changes_only_in_their_own_session()
         .await
         .unwrap();
     let sync = tablet.start_sync_with(FAST);
-    let deadline = tokio::time::Instant::now() + wait;
-    while tablet.get(&own).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "anna's own report comes back from the server"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Anna's own report comes back from the server.
+    crate::helpers::wait_holds(&tablet, &own).await;
     sync.stop().await;
     assert!(tablet.get(&secret).await.is_err(), "never anna's to read");
 }

@@ -642,3 +642,60 @@ pub async fn login(address: &str, username: &str) -> Session {
         .await
         .unwrap()
 }
+
+/// A tablet (a `client-core` device in a directory of its own) of `username`, logged in at
+/// the server's present time; its sync runs only while it [`creates`](Tablet::create).
+pub struct Tablet {
+    pub device: zhiban_client_core::Device,
+    _dir: tempfile::TempDir,
+}
+
+impl Tablet {
+    pub async fn login(app: &TestApp, username: &str) -> Tablet {
+        let dir = tempfile::tempdir().unwrap();
+        let device = zhiban_client_core::Device::open(dir.path()).await.unwrap();
+        device
+            .login(
+                &format!("http://{}", app.address),
+                username,
+                PASSWORD,
+                "tablet",
+            )
+            .await
+            .unwrap();
+        Tablet { device, _dir: dir }
+    }
+
+    /// Creates `records` and waits until the server has them.
+    pub async fn create(&self, records: &[serde_json::Value]) -> Vec<DocumentId> {
+        let sync = self.device.start_sync_with(zhiban_client_core::Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(300),
+        });
+        let mut ids = Vec::new();
+        for record in records {
+            let (id, _warnings) = self.device.create_record(record).await.unwrap();
+            ids.push(id);
+        }
+        for id in &ids {
+            self.device
+                .wait_received(id, Duration::from_secs(20))
+                .await
+                .unwrap();
+        }
+        sync.stop().await;
+        ids
+    }
+}
+
+/// Waits (20 s at most) until `device` holds `id` readably: fetched through a catalog.
+pub async fn wait_holds(device: &zhiban_client_core::Device, id: &DocumentId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while device.get(id).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never reached the device"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

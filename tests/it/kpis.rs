@@ -5,61 +5,16 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use zhiban_client_core::{Backoff, Device};
 use zhiban_server::access::Role;
 
 use zhiban_server::Settings;
 use zhiban_server::clock::Clock;
 
-use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app_on, spawn_app_with};
+use crate::helpers::{Tablet, TestApp, get, org, spawn_app_on, spawn_app_with};
 
-const FAST: Backoff = Backoff {
-    initial: Duration::from_millis(20),
-    max: Duration::from_millis(300),
-};
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-
-/// A tablet of `username`, logged in at the server's present time.
-struct Tablet {
-    device: Device,
-    _dir: tempfile::TempDir,
-}
-
-impl Tablet {
-    async fn login(app: &TestApp, username: &str) -> Tablet {
-        let dir = tempfile::tempdir().unwrap();
-        let device = Device::open(dir.path()).await.unwrap();
-        device
-            .login(
-                &format!("http://{}", app.address),
-                username,
-                PASSWORD,
-                "tablet",
-            )
-            .await
-            .unwrap();
-        Tablet { device, _dir: dir }
-    }
-
-    /// Creates `records` and waits until the server has them.
-    async fn create(&self, records: &[Value]) {
-        let sync = self.device.start_sync_with(FAST);
-        let mut ids = Vec::new();
-        for record in records {
-            let (id, _warnings) = self.device.create_record(record).await.unwrap();
-            ids.push(id);
-        }
-        for id in &ids {
-            self.device
-                .wait_received(id, Duration::from_secs(20))
-                .await
-                .unwrap();
-        }
-        sync.stop().await;
-    }
-}
 
 /// An alert row as the alert engine will write it.
 // TODO: raise alerts through the alert engine once it lands; rows are written by hand for now.

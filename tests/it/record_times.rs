@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use zhiban_client_core::{Backoff, Device, DocumentId, SyncHandle};
+use zhiban_client_core::{Backoff, DocumentId, SyncHandle};
 use zhiban_server::clock::Clock;
 
-use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app_on};
+use crate::helpers::{Tablet, TestApp, get, org, spawn_app_on};
 
 const FAST: Backoff = Backoff {
     initial: Duration::from_millis(20),
@@ -19,39 +19,18 @@ const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Tablet {
-    device: Device,
-    _dir: tempfile::TempDir,
-}
-
-impl Tablet {
-    async fn login(app: &TestApp, username: &str) -> Tablet {
-        let dir = tempfile::tempdir().unwrap();
-        let device = Device::open(dir.path()).await.unwrap();
-        device
-            .login(
-                &format!("http://{}", app.address),
-                username,
-                PASSWORD,
-                "tablet",
-            )
-            .await
-            .unwrap();
-        Tablet { device, _dir: dir }
-    }
-
-    async fn incident(&self, title: &str, known_at: i64, first_report_at: i64) -> DocumentId {
-        let (id, _) = self
-            .device
-            .create_record(&json!({
-                "type": "incident", "title": title, "grade": "blue", "category": "accident",
-                "known_at": known_at, "reported_at": first_report_at,
-                "reports": [{"kind": "first", "at": first_report_at, "by": "alice", "text": "首报"}],
-            }))
-            .await
-            .unwrap();
-        id
-    }
+/// Creates an incident on `tablet` (not yet sent) with the times its device writes.
+async fn incident(tablet: &Tablet, title: &str, known_at: i64, first_report_at: i64) -> DocumentId {
+    let (id, _) = tablet
+        .device
+        .create_record(&json!({
+            "type": "incident", "title": title, "grade": "blue", "category": "accident",
+            "known_at": known_at, "reported_at": first_report_at,
+            "reports": [{"kind": "first", "at": first_report_at, "by": "alice", "text": "首报"}],
+        }))
+        .await
+        .unwrap();
+    id
 }
 
 async fn view(app: &TestApp, token: &str, id: &DocumentId) -> Value {
@@ -97,9 +76,13 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
 
     // Offline since its login, six hours ago: what it made in between counts as written.
     clock.advance(Duration::from_millis(6 * HOUR as u64));
-    let offline = alice
-        .incident("山体滑坡", start + 2 * HOUR, start + 2 * HOUR + 30 * MINUTE)
-        .await;
+    let offline = incident(
+        &alice,
+        "山体滑坡",
+        start + 2 * HOUR,
+        start + 2 * HOUR + 30 * MINUTE,
+    )
+    .await;
     let sync: SyncHandle = alice.device.start_sync_with(FAST);
     alice.device.wait_received(&offline, WAIT).await.unwrap();
     let seen = view(&app, &token, &offline).await;
@@ -115,20 +98,20 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
     // is flagged; two minutes back is a clock's honest drift, and is not.
     clock.advance(Duration::from_millis(3 * MINUTE as u64));
     let now_online = clock.now_ms();
-    let lie = alice
-        .incident(
-            "道路塌陷",
-            now_online - 30 * MINUTE,
-            now_online - 30 * MINUTE,
-        )
-        .await;
-    let drift = alice
-        .incident(
-            "居民楼火情",
-            now_online - 2 * MINUTE,
-            now_online - 2 * MINUTE,
-        )
-        .await;
+    let lie = incident(
+        &alice,
+        "道路塌陷",
+        now_online - 30 * MINUTE,
+        now_online - 30 * MINUTE,
+    )
+    .await;
+    let drift = incident(
+        &alice,
+        "居民楼火情",
+        now_online - 2 * MINUTE,
+        now_online - 2 * MINUTE,
+    )
+    .await;
     for id in [&lie, &drift] {
         alice.device.wait_received(id, WAIT).await.unwrap();
     }
@@ -176,9 +159,7 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
     let contact = last_seen(&app, &device_id).await;
     assert_eq!(contact, clock.now_ms(), "when the connection ended");
     clock.advance(Duration::from_millis(HOUR as u64));
-    let before_contact = alice
-        .incident("旧事", contact - 2 * HOUR, contact - 2 * HOUR)
-        .await;
+    let before_contact = incident(&alice, "旧事", contact - 2 * HOUR, contact - 2 * HOUR).await;
     let sync = alice.device.start_sync_with(FAST);
     alice
         .device

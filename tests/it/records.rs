@@ -1122,14 +1122,7 @@ async fn reads_of_classified_records_are_audited() {
     let dir = tempfile::tempdir().unwrap();
     let phone = logged_in(&app, dir.path(), "district").await;
     let sync = phone.start_sync_with(FAST);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while phone.get(&secret).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "synced to the phone"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_holds(&phone, &secret).await;
     sync.stop().await;
     let synced = reads("sync.read_classified").await;
     assert!(

@@ -192,3 +192,33 @@ async fn a_devices_times_count_between_its_last_contact_and_receipt_and_backdati
         "the disguised one has no first report, past its hour"
     );
 }
+
+/// A device that keeps every connection under the catch-up time, delivering as it goes, gains
+/// nothing: each connection that delivered moves its last contact, so a later report cannot
+/// claim a time before it.
+#[tokio::test]
+async fn short_connections_do_not_stretch_what_a_device_may_backdate() {
+    let start = chrono::Utc::now().timestamp_millis() - 24 * HOUR;
+    let clock = Clock::manual(start);
+    let app = spawn_app_on(clock.clone()).await;
+    org(&app).await;
+    let token = app.login("alice", "desk").await.access_token;
+    let alice = Tablet::login(&app, "alice").await;
+    clock.advance(Duration::from_millis(6 * HOUR as u64));
+    let delivered_at = clock.now_ms();
+    let first = incident(&alice, "早报", delivered_at, delivered_at).await;
+    let sync = alice.device.start_sync_with(FAST);
+    alice.device.wait_received(&first, WAIT).await.unwrap();
+    sync.stop().await;
+    let device_id = alice.device.identity().await.unwrap().device_id;
+    assert_eq!(last_seen(&app, &device_id).await, delivered_at);
+
+    clock.advance(Duration::from_millis(HOUR as u64));
+    let lie = incident(&alice, "补报", start + HOUR, start + HOUR).await;
+    let sync = alice.device.start_sync_with(FAST);
+    alice.device.wait_received(&lie, WAIT).await.unwrap();
+    sync.stop().await;
+    let seen = view(&app, &token, &lie).await;
+    assert_eq!(seen["timeliness"]["known_at"], delivered_at, "{seen}");
+    assert_eq!(backdated(&seen).len(), 3, "{seen}");
+}

@@ -661,6 +661,7 @@ impl DocumentActor {
         if self.meta.is_none() && !had_content {
             self.creator = Some(peer.clone());
         }
+        peer.delivered.store(true, Ordering::Relaxed);
         self.authors.push((peer, receipts));
     }
 

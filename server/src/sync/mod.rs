@@ -244,10 +244,12 @@ async fn serve_peer(
             .documents
             .send_if_loaded(&document_id, Command::PeerGone { connection_id });
     }
-    // A connection that lasted past catching up delivered what the device held: what it
-    // sends next time was made after now. A shorter one proves nothing.
+    // A connection that lasted past catching up, or that delivered changes, had the device
+    // send what it held: what it sends next time was made after now. (Counting only long
+    // ones let a device that keeps every connection short backdate to its login.)
     let now = state.clock.now_ms();
-    if now.saturating_sub(contact.connected_at) > CATCH_UP_MS
+    if (now.saturating_sub(contact.connected_at) > CATCH_UP_MS
+        || peer.delivered.load(Ordering::Relaxed))
         && let Err(error) = sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(&device_id)

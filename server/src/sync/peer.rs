@@ -54,6 +54,9 @@ pub struct Peer {
     /// Offers of documents the server does not hold (each costs a look-up).
     pub unknown_offers: AtomicUsize,
     pub contact: Contact,
+    /// Whether this connection delivered changes: then the device was able to send what it
+    /// held, however short the connection (see `sync::serve_peer`).
+    pub delivered: std::sync::atomic::AtomicBool,
 }
 
 /// When the device connected, and when the server last heard from it before: the bounds of
@@ -102,6 +105,7 @@ impl Peer {
             close_reason: AtomicU8::new(0),
             unknown_offers: AtomicUsize::new(0),
             contact,
+            delivered: std::sync::atomic::AtomicBool::new(false),
         };
         (peer, receiver)
     }

@@ -134,13 +134,15 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
             identity
         }
     };
-    let token = match device.inner.session.access_token().await {
-        Ok(token) => token,
+    // A ticket per connection: the URL of a websocket may end up in a proxy's log, where an
+    // access token (good for the whole API) must not; a ticket opens this socket only.
+    let ticket = match device.inner.session.sync_ticket().await {
+        Ok(ticket) => ticket,
         Err(Error::Revoked) => return Ended::Revoked,
         Err(error) => return Ended::Failed(error.to_string()),
     };
     let url = format!(
-        "{}/sync?token={token}",
+        "{}/sync?ticket={ticket}",
         identity
             .server_url
             .replacen("http://", "ws://", 1)
@@ -151,7 +153,15 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
     // No Nagle: sync frames are small and every round trip counts toward "received".
     let connect = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            true,
+            // The HTTP API's own TLS configuration: whatever CA the login trusted.
+            Some(tokio_tungstenite::Connector::Rustls(
+                device.inner.session.transport().tls,
+            )),
+        ),
     );
     let mut socket = tokio::select! {
         _ = stopped.changed() => return Ended::Stopped,
@@ -168,7 +178,11 @@ async fn connection(device: &Device, stopped: &mut watch::Receiver<bool>) -> End
                     _ => Ended::Failed("token refused".into()),
                 };
             }
-            Ok(Err(error)) => return Ended::Failed(error.to_string()),
+            Ok(Err(error)) => {
+                return Ended::Failed(
+                    crate::tls::explain(&error).unwrap_or_else(|| error.to_string()),
+                );
+            }
         },
     };
     let peer_id = PeerId::new(identity.peer_id.clone());
@@ -462,9 +476,16 @@ impl Connection<'_> {
                     .or_insert_with(|| fresh_state(&held.server_state));
                 let before = held.doc.get_heads();
                 let was = delivery_status(held);
+                // Replies go out after the whole batch: keep automerge from marking our heads
+                // sent because a later message of the batch names them (as the server's
+                // document actor does; see there).
+                let last_sent = state.last_sent_heads.clone();
                 if let Err(error) = held.doc.receive_sync_message(state, message) {
                     tracing::warn!(%error, document_id = %id, "cannot apply sync message");
                     continue;
+                }
+                if !state.last_sent_heads.is_empty() {
+                    state.last_sent_heads = last_sent;
                 }
                 let changed = held.doc.get_heads() != before;
                 if changed {

@@ -580,6 +580,13 @@ impl DocumentActor {
             ),
             _ => None,
         };
+        // Automerge takes a message that brings nothing and names our heads as the peer
+        // knowing them, and marks them sent. Replies wait for the end of the round, though:
+        // when the peer's previous message in this round brought a change, the heads it names
+        // are its own, and only our reply tells it we hold that change. Marked sent, that
+        // reply would never go out, and a device would show its report "not received" until
+        // something else changed. Heads count as sent when we send them.
+        let last_sent = subscriber.state.last_sent_heads.clone();
         let applied = validate::apply(
             &mut self.document,
             &mut subscriber.state,
@@ -587,6 +594,10 @@ impl DocumentActor {
             &mut self.patches,
             limits.max_depth,
         );
+        // (Unless automerge emptied them: the peer lost its data and gets everything anew.)
+        if !subscriber.state.last_sent_heads.is_empty() {
+            subscriber.state.last_sent_heads = last_sent;
+        }
         if !matches!(applied, Ok(validate::Applied::Changes(_))) {
             // The round's patches may hold part of what did not go in.
             self.read_whole = true;
@@ -1298,7 +1309,7 @@ mod tests {
         let keys = crate::keys::Keys::load(&state.settings, &state.pool)
             .await
             .unwrap();
-        let unit = crate::units::create_unit(&state.pool, &keys, "Town", None, now)
+        let unit = crate::accounts::create_unit(&state.pool, &keys, "Town", None, now)
             .await
             .unwrap();
         let catalog = state.catalog_key.id(&unit, false);

@@ -143,6 +143,10 @@ pub struct LoginRequest {
     /// The device's clock when it sent this (ms since the epoch): the server says if it is off.
     #[serde(default)]
     pub device_time: Option<i64>,
+    /// A new password, set with this login. Required (answer 428 without it) when an admin
+    /// chose the current one: created the account or reset its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,7 +167,8 @@ pub struct RefreshRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
-    /// A JWT for `Authorization: Bearer` and `/sync?token=`, valid `expires_in` seconds.
+    /// A JWT for `Authorization: Bearer`, valid `expires_in` seconds; `/sync` takes a ticket
+    /// (`POST /api/sync/ticket`) instead, so that no such token ends up in a URL.
     pub access_token: String,
     /// One use only: trade it at `/api/auth/refresh` for a new pair.
     pub refresh_token: String,
@@ -232,6 +237,94 @@ pub struct Intervals {
     pub unit_id: UnitId,
     pub first_report_minutes: i64,
     pub follow_up_minutes: i64,
+}
+
+// ---- accounts (admins, within their own unit and the units below it) -----------------------
+
+/// A user as an admin sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserView {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub unit_id: UnitId,
+    pub role: Role,
+    /// Cleared for classified items (D18).
+    pub cleared: bool,
+    /// When the account was disabled; null while it may log in.
+    pub disabled_at: Option<i64>,
+    /// The password was chosen by an admin: the next login must set a new one.
+    pub must_change_password: bool,
+    pub created_at: i64,
+}
+
+/// `POST /api/users`: the password is a temporary one, changed at the first login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewUserRequest {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub password: String,
+    pub unit_id: UnitId,
+    pub role: Role,
+    #[serde(default)]
+    pub cleared: bool,
+}
+
+/// `PATCH /api/users/{id}`: the fields to change; a change of role, unit or clearance closes
+/// the user's open sockets, which reconnect with what they may now see.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_id: Option<UnitId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared: Option<bool>,
+}
+
+/// `POST /api/users/{id}/reset-password`: a temporary password the admin gives the user, or
+/// none for one the server makes up (and answers once).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasswordReset {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporary_password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PasswordResetDone {
+    /// Give it to the user by a safe road; it works for one login, which sets their own.
+    pub temporary_password: String,
+}
+
+/// `POST /api/units`: a new unit below `parent_id`; or, with `id`, that unit moved below
+/// `parent_id` (and renamed when `name` is given).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<UnitId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub parent_id: UnitId,
+}
+
+// ---- sync tickets -----------------------------------------------------------------------
+
+/// `POST /api/sync/ticket`: opens this device's `/sync?ticket=…` within `expires_in` seconds,
+/// and nothing else (not the REST API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SyncTicket {
+    pub ticket: String,
+    pub expires_in: u64,
 }
 
 // ---- records -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ mod duty;
 mod session;
 mod store;
 mod sync;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -71,6 +72,10 @@ pub enum Error {
     /// The server revoked this device.
     #[error("this device has been revoked; log in again from a trusted device")]
     Revoked,
+    /// The password was set by an admin (a new account, a reset): log in again with a new
+    /// password of the user's own ([`LoginOptions::new_password`]).
+    #[error("this password was set by an admin; choose a new one of your own to log in")]
+    PasswordChangeRequired,
     /// The server answered with a refusal (wrong password, no permission).
     #[error("the server refused: {0}")]
     Refused(String),
@@ -92,6 +97,20 @@ impl From<sqlx::migrate::MigrateError> for Error {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
         Error::Storage(error.to_string())
     }
+}
+
+/// What [`Device::login_with`] takes besides the user's name and password.
+#[derive(Debug, Clone, Default)]
+pub struct LoginOptions {
+    /// A CA certificate (PEM; several may follow one another) to trust besides the Mozilla
+    /// and system roots: for a server whose certificate an office's own (government) CA
+    /// issued. A file holding no usable certificate fails the login with [`Error::Invalid`].
+    /// Kept on the device once the login succeeds, so later commands and the sync connection
+    /// trust it too, until a later login brings another; `None` keeps the one kept.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A new password, set by this login: required when the server answers
+    /// [`Error::PasswordChangeRequired`], allowed at any login.
+    pub new_password: Option<String>,
 }
 
 /// Where a document stands with respect to the server.
@@ -236,8 +255,11 @@ impl Device {
         })
     }
 
-    /// Logs in to the server at `server_url` (e.g. `http://127.0.0.1:8080`) and keeps the
-    /// session on the device. A device logging in again keeps its device id.
+    /// Logs in to the server at `server_url` (e.g. `https://duty.example.gov.cn` or
+    /// `http://127.0.0.1:8080`) and keeps the session on the device. A device logging in
+    /// again keeps its device id. `https` servers must show a certificate the device trusts
+    /// (see [`Device::login_with`] for an office's own CA); one it does not trust fails with
+    /// [`Error::Network`] saying so.
     pub async fn login(
         &self,
         server_url: &str,
@@ -245,10 +267,29 @@ impl Device {
         password: &str,
         device_name: &str,
     ) -> Result<Identity, Error> {
+        self.login_with(
+            server_url,
+            username,
+            password,
+            device_name,
+            &LoginOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Device::login`] with [`LoginOptions`], e.g. trusting a private CA.
+    pub async fn login_with(
+        &self,
+        server_url: &str,
+        username: &str,
+        password: &str,
+        device_name: &str,
+        options: &LoginOptions,
+    ) -> Result<Identity, Error> {
         let identity = self
             .inner
             .session
-            .login(server_url, username, password, device_name)
+            .login(server_url, username, password, device_name, options)
             .await?;
         self.own_actor(&identity.user_id).await?;
         Ok(identity)

@@ -13,6 +13,7 @@ use zhiban_protocol::DocumentId;
 
 use crate::Error;
 use crate::store::Store;
+use crate::tls::{self, Transport};
 
 /// Who the device is logged in as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +69,8 @@ struct Data {
 
 pub(crate) struct Session {
     store: Store,
-    http: reqwest::Client,
+    /// Replaced when a login brings a CA to trust.
+    transport: std::sync::RwLock<Transport>,
     data: Mutex<Data>,
 }
 
@@ -86,13 +88,19 @@ impl Session {
             None => None,
         };
         let revoked = store.setting("revoked").await?.is_some();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(20))
-            .build()
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let ca = store.setting(tls::CA_SETTING).await?;
+        let transport = match Transport::new(ca.as_deref().map(str::as_bytes)) {
+            Ok(transport) => transport,
+            // Checked at login, so only a damaged store gets here: the device must still
+            // open (its data is readable offline); servers under public CAs still work.
+            Err(error) => {
+                tracing::warn!(%error, "the CA kept on this device is unusable; ignored");
+                Transport::new(None)?
+            }
+        };
         Ok(Session {
             store,
-            http,
+            transport: std::sync::RwLock::new(transport),
             data: Mutex::new(Data {
                 identity,
                 tokens,
@@ -116,13 +124,27 @@ impl Session {
         }
     }
 
+    /// What the HTTP API and `/sync` connect with.
+    pub fn transport(&self) -> Transport {
+        self.transport.read().expect("transport lock").clone()
+    }
+
+    /// Logs in; with `ca_pem`, over a transport that also trusts that CA, which is kept
+    /// (store and memory) only if the login succeeds, so a wrong file changes nothing.
     pub async fn login(
         &self,
         server_url: &str,
         username: &str,
         password: &str,
         device_name: &str,
+        options: &crate::LoginOptions,
     ) -> Result<Identity, Error> {
+        let ca_pem = options.ca_pem.as_deref();
+        let transport = match ca_pem {
+            Some(pem) => Transport::new(Some(pem))?,
+            None => self.transport(),
+        };
+        let http = &transport.http;
         let server_url = server_url.trim_end_matches('/').to_owned();
         // The same device keeps its id across logins, so its sync state and peer id stay.
         let device_id = self.store.setting("device_id").await?;
@@ -132,28 +154,34 @@ impl Session {
             device_id: device_id.map(Into::into),
             device_name: Some(device_name.to_owned()),
             device_time: Some(crate::now_ms()),
+            new_password: options.new_password.clone(),
         };
-        let mut response = self.post(&server_url, "/api/auth/login", &body).await?;
+        let mut response = post(http, &server_url, "/api/auth/login", &body).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND && body.device_id.is_some() {
             // Another user on this device: it registers as a new device for them.
             body.device_id = None;
-            response = self.post(&server_url, "/api/auth/login", &body).await?;
+            response = post(http, &server_url, "/api/auth/login", &body).await?;
         }
         let tokens: TokenResponse = match response.status() {
-            s if s.is_success() => response
-                .json()
-                .await
-                .map_err(|e| Error::Network(e.to_string()))?,
-            reqwest::StatusCode::FORBIDDEN => return Err(Error::Revoked),
+            s if s.is_success() => response.json().await.map_err(network)?,
+            reqwest::StatusCode::PRECONDITION_REQUIRED => {
+                return Err(Error::PasswordChangeRequired);
+            }
+            // A revoked device; a disabled account is the user's business, not the device's.
+            reqwest::StatusCode::FORBIDDEN => {
+                let text = error_text(response).await;
+                return Err(if text.contains("revoked") {
+                    Error::Revoked
+                } else {
+                    Error::Refused(text)
+                });
+            }
             _ => return Err(Error::Refused(error_text(response).await)),
         };
         self.note_clock(tokens.clock_skew_ms).await?;
-        let me: Me = self
-            .get_json(&server_url, "/api/me", &tokens.access_token)
-            .await?;
-        let units: Vec<UnitView> = self
-            .get_json(&server_url, "/api/units", &tokens.access_token)
-            .await?;
+        let me: Me = get_json(http, &server_url, "/api/me", &tokens.access_token).await?;
+        let units: Vec<UnitView> =
+            get_json(http, &server_url, "/api/units", &tokens.access_token).await?;
         let identity = Identity {
             server_url,
             user_id: tokens.user_id.0,
@@ -175,6 +203,12 @@ impl Session {
             .await?;
         self.save(&identity, &stored).await?;
         self.store.delete_setting("revoked").await?;
+        if let Some(pem) = ca_pem {
+            // `Transport::new` parsed it as PEM, which is text.
+            let pem = String::from_utf8_lossy(pem);
+            self.store.set_setting(tls::CA_SETTING, &pem).await?;
+            *self.transport.write().expect("transport lock") = transport;
+        }
         let mut data = self.data.lock().await;
         data.identity = Some(identity.clone());
         data.tokens = Some(stored);
@@ -192,9 +226,13 @@ impl Session {
             let body = LogoutRequest {
                 refresh_token: tokens.refresh_token.clone(),
             };
-            if let Err(error) = self
-                .post(&identity.server_url, "/api/auth/logout", &body)
-                .await
+            if let Err(error) = post(
+                &self.transport().http,
+                &identity.server_url,
+                "/api/auth/logout",
+                &body,
+            )
+            .await
             {
                 tracing::info!(%error, "the server could not be told of the logout");
             }
@@ -266,9 +304,13 @@ impl Session {
             refresh_token: tokens.refresh_token,
             device_time: Some(crate::now_ms()),
         };
-        let response = self
-            .post(&identity.server_url, "/api/auth/refresh", &body)
-            .await?;
+        let response = post(
+            &self.transport().http,
+            &identity.server_url,
+            "/api/auth/refresh",
+            &body,
+        )
+        .await?;
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
             let text = error_text(response).await;
             if text.contains("revoked") {
@@ -283,10 +325,7 @@ impl Session {
         if !response.status().is_success() {
             return Err(Error::Network(error_text(response).await));
         }
-        let renewed: TokenResponse = response
-            .json()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let renewed: TokenResponse = response.json().await.map_err(network)?;
         let stored = Tokens {
             access_token: renewed.access_token.clone(),
             refresh_token: renewed.refresh_token,
@@ -320,25 +359,31 @@ impl Session {
         self.store.set_setting("revoked", "1").await
     }
 
-    async fn post(
-        &self,
-        server_url: &str,
-        path: &str,
-        body: &impl Serialize,
-    ) -> Result<reqwest::Response, Error> {
-        self.http
-            .post(format!("{server_url}{path}"))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))
+    /// A ticket for one `/sync` connection (`POST /api/sync/ticket`). An access token the
+    /// server refuses (clock skew, a new key, revocation) is refreshed once, which also tells
+    /// whether the device was revoked.
+    pub async fn sync_ticket(&self) -> Result<String, Error> {
+        let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
+        let ask = |token: String| {
+            self.transport()
+                .http
+                .post(format!("{server_url}/api/sync/ticket"))
+                .bearer_auth(token)
+                .send()
+        };
+        let mut response = ask(self.access_token().await?).await.map_err(network)?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            response = ask(self.refresh().await?).await.map_err(network)?;
+        }
+        let ticket: zhiban_api::SyncTicket = answer(response).await?;
+        Ok(ticket.ticket)
     }
 
     /// GET an API path as the logged-in device (refreshing the token first if needed).
     pub async fn api_get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, Error> {
         let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
         let token = self.access_token().await?;
-        self.get_json(&server_url, path_and_query, &token).await
+        get_json(&self.transport().http, &server_url, path_and_query, &token).await
     }
 
     /// POST `body` to an API path as the logged-in device (refreshing the token first if
@@ -351,31 +396,50 @@ impl Session {
         let server_url = self.identity().await.ok_or(Error::NotLoggedIn)?.server_url;
         let token = self.access_token().await?;
         let response = self
+            .transport()
             .http
             .post(format!("{server_url}{path_and_query}"))
             .bearer_auth(token)
             .json(body)
             .send()
             .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(network)?;
         answer(response).await
     }
+}
 
-    async fn get_json<T: DeserializeOwned>(
-        &self,
-        server_url: &str,
-        path: &str,
-        token: &str,
-    ) -> Result<T, Error> {
-        let response = self
-            .http
-            .get(format!("{server_url}{path}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
-        answer(response).await
-    }
+async fn post(
+    http: &reqwest::Client,
+    server_url: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<reqwest::Response, Error> {
+    http.post(format!("{server_url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .map_err(network)
+}
+
+async fn get_json<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    server_url: &str,
+    path: &str,
+    token: &str,
+) -> Result<T, Error> {
+    let response = http
+        .get(format!("{server_url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(network)?;
+    answer(response).await
+}
+
+/// A failed request as the user should read it: a TLS failure says what is wrong with the
+/// server's certificate (reqwest's own text names only the URL).
+fn network(error: reqwest::Error) -> Error {
+    Error::Network(tls::explain(&error).unwrap_or_else(|| error.to_string()))
 }
 
 /// A successful answer's body as `T`; a refusal as [`Error::Refused`] with the server's words.
@@ -383,10 +447,7 @@ async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, E
     if !response.status().is_success() {
         return Err(Error::Refused(error_text(response).await));
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| Error::Network(e.to_string()))?;
+    let bytes = response.bytes().await.map_err(network)?;
     // An empty body is no JSON at all; reading it as `null` lets a caller that expects no
     // answer say so in the type instead of with a second method.
     let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::access::Role;
+use crate::accounts::{self, Actor, OsUser};
 use crate::audit;
 use crate::clock::system_ms;
 use crate::db;
@@ -61,9 +62,52 @@ enum Admin {
         cleared: bool,
         #[arg(long)]
         display_name: Option<String>,
+        /// The password is one the operator chose: the user must change it at first login.
+        #[arg(long)]
+        temporary: bool,
     },
     /// List units as JSON lines.
     ListUnits,
+    /// List users as JSON lines.
+    ListUsers,
+    /// Disable a user: no login, no token, no socket, no push until enabled again.
+    DisableUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled user.
+    EnableUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Set a temporary password (ZHIBAN_NEW_PASSWORD, the terminal or stdin; an empty one
+    /// makes one up and prints it); the user's sessions end and their next login sets their own.
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+    },
+    /// Change a user's display name, role, unit or clearance; prints the user as JSON.
+    SetUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        role: Option<Role>,
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long)]
+        cleared: Option<bool>,
+    },
+    /// Move a unit below another one (and rename it with --name).
+    MoveUnit {
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        parent: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Check the audit trail's hash chain (D19); exits 1 at the first broken row.
     VerifyAudit,
     /// Rebuild the queryable rows (incidents, search) from the stored documents.
@@ -106,8 +150,12 @@ fn init_tracing(filter: &str) {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen).await?;
     // Scripts and tests that start us on port 0 read the real address from this line.
+    let scheme = match settings.tls_files() {
+        Ok(Some(_)) => "https",
+        _ => "http",
+    };
     println!(
-        "zhiban-server listening on http://{}",
+        "zhiban-server listening on {scheme}://{}",
         listener.local_addr()?
     );
     launch(settings, listener, shutdown_signal()).await
@@ -151,13 +199,47 @@ fn read_password(variable: &str, prompt: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+async fn user_id_of(pool: &db::Pool, username: &str) -> anyhow::Result<String> {
+    let id: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(pool)
+        .await?;
+    id.ok_or_else(|| anyhow::anyhow!("no user `{username}`"))
+}
+
+async fn switch(
+    pool: &db::Pool,
+    keys: &crate::keys::Keys,
+    actor: &Actor,
+    username: &str,
+    disabled: bool,
+    now: i64,
+) -> anyhow::Result<()> {
+    let user_id = user_id_of(pool, username).await?;
+    let (user, _) =
+        accounts::set_disabled(pool, &keys.audit, actor, &user_id, disabled, now).await?;
+    println!("{}", serde_json::to_string(&user)?);
+    Ok(())
+}
+
 async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url()).await?;
     let keys = crate::keys::Keys::load(&settings, &pool).await?;
     let now = system_ms();
+    // Changes take effect on the next request and, for open sockets, at their next check
+    // (sync::serve_peer): this process cannot reach a running server's sockets.
+    let actor = Actor::Operator(OsUser::current());
     let outcome = match admin {
         Admin::CreateUnit { name, parent } => {
-            let id = units::create_unit(&pool, &keys, &name, parent.as_deref(), now).await?;
+            let id = accounts::create_unit_as(
+                &pool,
+                (&keys.catalog, &keys.audit),
+                &actor,
+                &name,
+                parent.as_deref(),
+                now,
+            )
+            .await?;
             println!("{id}");
             Ok(())
         }
@@ -167,6 +249,7 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             role,
             cleared,
             display_name,
+            temporary,
         } => {
             let password = read_password("ZHIBAN_NEW_PASSWORD", "the new user's password: ")?;
             let user = NewUser {
@@ -177,8 +260,9 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
                 role,
                 cleared,
             };
-            let id = units::create_user(&pool, &keys, user, now).await?;
-            println!("{id}");
+            let user =
+                accounts::create_user_as(&pool, &keys.audit, &actor, user, temporary, now).await?;
+            println!("{}", user.id);
             Ok(())
         }
         Admin::ListUnits => {
@@ -187,7 +271,66 @@ async fn run_admin(settings: Settings, admin: Admin) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Admin::ListUsers => {
+            for user in accounts::list_users(&pool, &actor).await? {
+                println!("{}", serde_json::to_string(&user)?);
+            }
+            Ok(())
+        }
+        Admin::DisableUser { username } => switch(&pool, &keys, &actor, &username, true, now).await,
+        Admin::EnableUser { username } => switch(&pool, &keys, &actor, &username, false, now).await,
+        Admin::ResetPassword { username } => {
+            let user_id = user_id_of(&pool, &username).await?;
+            let given = read_password(
+                "ZHIBAN_NEW_PASSWORD",
+                "temporary password (empty: make one up): ",
+            )?;
+            let (password, _) = accounts::reset_password(
+                &pool,
+                &keys.audit,
+                &actor,
+                &user_id,
+                Some(given).filter(|given| !given.is_empty()),
+                now,
+            )
+            .await?;
+            println!("{password}");
+            Ok(())
+        }
+        Admin::SetUser {
+            username,
+            display_name,
+            role,
+            unit,
+            cleared,
+        } => {
+            let user_id = user_id_of(&pool, &username).await?;
+            let patch = zhiban_api::UserPatch {
+                display_name,
+                role,
+                unit_id: unit.map(Into::into),
+                cleared,
+            };
+            let (user, _) =
+                accounts::update_user(&pool, &keys.audit, &actor, &user_id, &patch, now).await?;
+            println!("{}", serde_json::to_string(&user)?);
+            Ok(())
+        }
+        Admin::MoveUnit { unit, parent, name } => {
+            let request = zhiban_api::UnitRequest {
+                id: Some(unit.into()),
+                name,
+                parent_id: parent.into(),
+            };
+            let (id, _) =
+                accounts::save_unit(&pool, (&keys.catalog, &keys.audit), &actor, &request, now)
+                    .await?;
+            println!("{id}");
+            Ok(())
+        }
         Admin::Reproject => {
+            let entry = actor.entry("admin.reproject", serde_json::json!({}));
+            audit::record(&pool, &keys.audit, &[entry], now).await?;
             let documents =
                 crate::commit::reproject(&pool, now, (settings.intervals(), &keys.audit)).await?;
             println!("reprojected {documents} documents");

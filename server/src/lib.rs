@@ -4,6 +4,7 @@
 //! what each may not know.
 
 pub mod access;
+pub mod accounts;
 pub mod alerts;
 pub mod audit;
 pub mod auth;
@@ -107,14 +108,16 @@ pub fn router(state: AppState) -> Router {
     use axum::http::{HeaderValue, header};
     use tower_http::set_header::SetResponseHeaderLayer;
 
+    let serves_tls = matches!(state.settings.tls_files(), Ok(Some(_)));
     let body_limit = state.settings.max_api_body_bytes;
     let request_timeout =
         Duration::from_secs(state.settings.limits.http_request_timeout_secs.max(1));
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi::serve))
         .merge(auth::routes())
         .merge(units::routes())
+        .merge(accounts::routes())
         .merge(records::routes())
         .merge(kpis::routes())
         .merge(push::routes())
@@ -152,7 +155,18 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
             },
         ))
-        .with_state(state)
+        .with_state(state);
+    if serves_tls {
+        // Outermost, so that every answer carries it (a timeout's 408 too): a browser that
+        // once reached us over https never tries plain http again (a downgrade to strip).
+        // Only when we speak TLS ourselves: behind a proxy, the proxy says it.
+        router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ))
+    } else {
+        router
+    }
 }
 
 /// Answers when the database does.
@@ -170,11 +184,21 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before anything else: a half-given or unreadable certificate stops the start.
+    let tls = match settings.tls_files().map_err(anyhow::Error::msg)? {
+        Some((cert, key)) => Some(listener::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let (state, writer) = start(settings).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving");
+    let address = listener.local_addr()?;
+    if tls.is_some() {
+        tracing::info!(%address, "serving https and wss (TLS on)");
+    } else {
+        tracing::info!(%address, "serving plain http and ws (TLS off: a proxy in front must terminate it)");
+    }
     let token = state.shutdown.clone();
     let limits = state.settings.limits.clone();
-    listener::serve(listener, router(state.clone()), &limits, async move {
+    listener::serve(listener, router(state.clone()), &limits, tls, async move {
         shutdown.await;
         token.cancel();
     })

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{alerts, auth, kpis, push, records, sync, units};
+use crate::{accounts, alerts, auth, kpis, push, records, sync, units};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,8 +24,16 @@ use crate::{alerts, auth, kpis, push, records, sync, units};
         auth::me,
         auth::list_devices,
         auth::revoke_device,
+        auth::sync_ticket,
         units::visible,
         units::set_intervals,
+        accounts::list,
+        accounts::create,
+        accounts::update,
+        accounts::disable,
+        accounts::enable,
+        accounts::reset,
+        accounts::save_unit_route,
         records::incident::list,
         records::incident::one,
         records::duty_log::list,

@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Where to listen. Loopback by default: put a TLS-terminating proxy in front (D24).
+    /// Where to listen. Loopback by default: put a TLS-terminating proxy in front (D24), or
+    /// give `tls_cert` and `tls_key`.
     pub listen: SocketAddr,
+    /// The server's certificate chain (PEM file), to serve https and wss itself; with
+    /// `tls_key`, both or neither.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM file: PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Holds the SQLite database when `database_url` is not set.
     pub data_dir: PathBuf,
     /// `sqlite:///abs/path.db` or `postgres://…`; defaults to `<data_dir>/zhiban.db`.
@@ -150,6 +156,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from("data"),
             database_url: None,
             jwt_secret: None,
@@ -180,6 +188,8 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field(
@@ -235,6 +245,21 @@ impl Settings {
             .map_err(Box::new)
     }
 
+    /// The certificate and key files when the server terminates TLS itself; one without the
+    /// other is a mistake to stop at, not a reason to serve plain http.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                Err("tls_cert is set but tls_key is not: give both (or neither)".into())
+            }
+            (None, Some(_)) => {
+                Err("tls_key is set but tls_cert is not: give both (or neither)".into())
+            }
+        }
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
@@ -286,6 +311,18 @@ mod tests {
         assert_eq!(settings.listen.port(), 9999);
         assert_eq!(settings.document_idle_secs, 60);
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.tls_files(), Ok(None));
+        settings.tls_cert = Some("cert.pem".into());
+        assert!(settings.tls_files().unwrap_err().contains("tls_key"));
+        settings.tls_key = Some("key.pem".into());
+        assert!(settings.tls_files().unwrap().is_some());
+        settings.tls_cert = None;
+        assert!(settings.tls_files().unwrap_err().contains("tls_cert"));
     }
 
     #[test]

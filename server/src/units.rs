@@ -13,12 +13,10 @@ use crate::audit::{self, Entry};
 use crate::error::{ApiJson, AppError};
 
 pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/api/units", axum::routing::get(visible))
-        .route(
-            "/api/units/{id}/intervals",
-            axum::routing::put(set_intervals),
-        )
+    axum::Router::new().route(
+        "/api/units/{id}/intervals",
+        axum::routing::put(set_intervals),
+    )
 }
 
 /// Sets a unit's own reporting intervals (D11, D12: "or as the superior office requires"):
@@ -164,34 +162,23 @@ pub fn verify_password(password: &str, hash: &str, memory: &mut Vec<argon2::Bloc
         && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
-/// Creates a unit with its two catalogs; they commit with the audit row. Returns its id.
-pub async fn create_unit(
-    pool: &crate::db::Pool,
-    keys: &crate::keys::Keys,
-    name: &str,
-    parent: Option<&str>,
-    now: i64,
-) -> Result<String, UnitError> {
-    let mut tx = crate::db::begin_write(pool).await?;
-    let id = insert_unit(&mut tx, name, parent, now).await?;
-    crate::catalog::create(&mut tx, &keys.catalog, &id, now).await?;
-    let entry = Entry::new("admin.create_unit")
-        .detail(serde_json::json!({"unit_id": id, "name": name, "parent": parent}));
-    audit::append(&mut tx, &keys.audit, &[entry], now).await?;
-    tx.commit().await?;
-    Ok(id)
+pub(crate) fn check_unit_name(name: &str) -> Result<(), UnitError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(UnitError::Invalid("a unit name has 1 to 200 characters"));
+    }
+    Ok(())
 }
 
-async fn insert_unit(
+/// Inserts a unit (the caller creates its catalogs and audits it in the same transaction).
+pub(crate) async fn insert_unit(
     connection: &mut sqlx::AnyConnection,
     name: &str,
     parent: Option<&str>,
     now: i64,
 ) -> Result<String, UnitError> {
+    check_unit_name(name)?;
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(UnitError::Invalid("a unit name has 1 to 200 characters"));
-    }
     if let Some(parent) = parent {
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM units WHERE id = $1")
             .bind(parent)
@@ -261,34 +248,26 @@ pub fn check_password(password: &str, user_inputs: &[&str]) -> Result<(), UnitEr
     Ok(())
 }
 
-/// Creates a user; it commits with its audit row. Returns the user's id.
-pub async fn create_user(
-    pool: &crate::db::Pool,
-    keys: &crate::keys::Keys,
-    user: NewUser<'_>,
-    now: i64,
-) -> Result<String, UnitError> {
+/// The argon2 hash of a new user's password, after checking the user; off the async
+/// threads, since hashing takes a while.
+pub(crate) async fn checked_hash(user: &NewUser<'_>) -> Result<String, UnitError> {
     user.validate()?;
-    // Hashing takes a while: off the async threads, and before the write lock.
-    let password = user.password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|error| UnitError::Hash(error.to_string()))??;
-    let mut tx = crate::db::begin_write(pool).await?;
-    let id = insert_user(&mut tx, &user, &hash, now).await?;
-    let entry = Entry::new("admin.create_user").detail(serde_json::json!({
-        "user_id": id, "username": user.username.trim(), "unit_id": user.unit_id,
-        "role": user.role, "cleared": user.cleared,
-    }));
-    audit::append(&mut tx, &keys.audit, &[entry], now).await?;
-    tx.commit().await?;
-    Ok(id)
+    hash_off_thread(user.password).await
 }
 
-async fn insert_user(
+pub(crate) async fn hash_off_thread(password: &str) -> Result<String, UnitError> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|error| UnitError::Hash(error.to_string()))?
+}
+
+/// Inserts a user; `temporary`: the next login must change the password.
+pub(crate) async fn insert_user(
     connection: &mut sqlx::AnyConnection,
     user: &NewUser<'_>,
     password_hash: &str,
+    temporary: bool,
     now: i64,
 ) -> Result<String, UnitError> {
     let username = user.username.trim();
@@ -309,7 +288,7 @@ async fn insert_user(
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO users (id, username, display_name, password_hash, unit_id, role, cleared, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         created_at, must_change_password) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&id)
     .bind(username)
@@ -319,6 +298,7 @@ async fn insert_user(
     .bind(user.role.as_str())
     .bind(i64::from(user.cleared))
     .bind(now)
+    .bind(i64::from(temporary))
     .execute(&mut *connection)
     .await?;
     Ok(id)

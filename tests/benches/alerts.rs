@@ -399,10 +399,10 @@ async fn connect_idle(
 ) -> anyhow::Result<Vec<Client>> {
     futures_util::stream::iter(logins.iter().enumerate())
         .map(|(slot, login)| {
-            let url = format!("ws://{addr}/sync?token={}", login.access_token);
             let peer_id = PeerId::new(login.peer_id.clone());
             let activity = activity.clone();
             async move {
+                let url = servers::sync_url(addr, login).await?;
                 Client::connect(&url, peer_id, activity)
                     .await
                     .with_context(|| format!("idle device {slot} connecting"))

@@ -22,7 +22,7 @@ use zhiban_client_core::{Backoff, DeliveryStatus, Device, DocumentId, Event};
 
 use zhiban_server::access::Role;
 use zhiban_server::units::NewUser;
-use zhiban_server::{Settings, db, units};
+use zhiban_server::{Settings, accounts, db};
 
 const PASSWORD: &str = "longer bench passphrase";
 const REPORTS: usize = 100;
@@ -43,7 +43,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let pool = db::connect(&settings.database_url()).await?;
     let key = zhiban_server::keys::Keys::load(&settings, &pool).await?;
-    let unit = units::create_unit(
+    let unit = accounts::create_unit(
         &pool,
         &key,
         "Bench unit",
@@ -52,7 +52,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     for username in ["reporter", "colleague", "newcomer"] {
-        units::create_user(
+        accounts::create_user(
             &pool,
             &key,
             NewUser {

@@ -75,7 +75,7 @@ async fn run() -> anyhow::Result<()> {
         handoff,
     );
     let unit_id =
-        zhiban_server::units::create_unit(&pool, &key, "Bench", None, now.now_ms()).await?;
+        zhiban_server::accounts::create_unit(&pool, &key, "Bench", None, now.now_ms()).await?;
     let meta = DocumentMeta {
         unit_id: unit_id.clone(),
         classified: false,

@@ -239,7 +239,7 @@ impl Target {
                     .get(slot)
                     .ok_or_else(|| anyhow!("no login for client slot {slot}"))?;
                 (
-                    format!("ws://{addr}/sync?token={}", login.access_token),
+                    servers::sync_url(addr, login).await?,
                     PeerId::new(login.peer_id.clone()),
                 )
             }

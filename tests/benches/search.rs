@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use zhiban_server::access::Role;
 use zhiban_server::units::NewUser;
-use zhiban_server::{Settings, db, units};
+use zhiban_server::{Settings, accounts, db};
 
 const RECORDS: usize = 100_000;
 const UNITS: usize = 10;
@@ -82,7 +82,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let pool = db::connect(&settings.database_url()).await?;
     let key = zhiban_server::keys::Keys::load(&settings, &pool).await?;
-    let district = units::create_unit(
+    let district = accounts::create_unit(
         &pool,
         &key,
         "District",
@@ -93,7 +93,7 @@ async fn run() -> anyhow::Result<()> {
     let mut unit_ids = Vec::new();
     for i in 0..UNITS {
         unit_ids.push(
-            units::create_unit(
+            accounts::create_unit(
                 &pool,
                 &key,
                 &format!("Town {i}"),
@@ -103,7 +103,7 @@ async fn run() -> anyhow::Result<()> {
             .await?,
         );
     }
-    units::create_user(
+    accounts::create_user(
         &pool,
         &key,
         NewUser {

@@ -64,7 +64,7 @@ async fn a_reused_refresh_token_revokes_its_whole_family() {
     assert_eq!(thief["device_id"], session.device_id.as_str());
     assert_ne!(thief["refresh_token"], session.refresh_token.as_str());
     let thief_access = thief["access_token"].as_str().unwrap().to_owned();
-    let mut socket = RawPeer::connect(&app.sync_url(&thief_access), &session.peer_id)
+    let mut socket = RawPeer::connect(&app.sync_url(&thief_access).await, &session.peer_id)
         .await
         .unwrap();
     assert_eq!(
@@ -185,13 +185,13 @@ async fn expired_forged_and_wrong_audience_tokens_are_refused() {
         assert_eq!(response.status(), 401, "{name} token on /api");
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"], message, "{name}");
-        let refused = RawPeer::connect(&app.sync_url(&token), &session.peer_id).await;
+        let refused = RawPeer::connect(&app.sync_url(&token).await, &session.peer_id).await;
         let error = refused
             .err()
             .unwrap_or_else(|| panic!("{name} token opened /sync"));
         assert!(error.to_string().contains("401"), "{name}: {error}");
     }
-    RawPeer::connect(&app.sync_url(&valid), &session.peer_id)
+    RawPeer::connect(&app.sync_url(&valid).await, &session.peer_id)
         .await
         .expect("the control token opens /sync");
 }
@@ -203,10 +203,10 @@ async fn a_revoked_device_is_cut_off_within_a_second() {
     app.create_user("alice", &unit, Role::Officer, false).await;
     let lost = app.login("alice", "lost phone").await;
     let desk = app.login("alice", "desk").await;
-    let mut socket = RawPeer::connect(&app.sync_url(&lost.access_token), &lost.peer_id)
+    let mut socket = RawPeer::connect(&app.sync_url(&lost.access_token).await, &lost.peer_id)
         .await
         .unwrap();
-    let mut other = RawPeer::connect(&app.sync_url(&desk.access_token), &desk.peer_id)
+    let mut other = RawPeer::connect(&app.sync_url(&desk.access_token).await, &desk.peer_id)
         .await
         .unwrap();
 
@@ -241,7 +241,7 @@ async fn a_revoked_device_is_cut_off_within_a_second() {
         .await
         .unwrap();
     assert_eq!(me.status(), 401, "the unexpired access token is dead too");
-    let reconnect = RawPeer::connect(&app.sync_url(&lost.access_token), &lost.peer_id).await;
+    let reconnect = RawPeer::connect(&app.sync_url(&lost.access_token).await, &lost.peer_id).await;
     assert!(reconnect.is_err());
     let relogin = app
         .http
@@ -300,14 +300,14 @@ async fn a_handshake_claiming_another_peer_id_is_dropped() {
     app.create_user("anna", &unit, Role::Officer, false).await;
     let alice = app.login("alice", "phone").await;
     let anna = app.login("anna", "phone").await;
-    let error = RawPeer::connect(&app.sync_url(&alice.access_token), &anna.peer_id)
+    let error = RawPeer::connect(&app.sync_url(&alice.access_token).await, &anna.peer_id)
         .await
         .err()
         .expect("the handshake must fail");
     assert!(error.to_string().contains("expected peer"), "{error}");
 
     // Claiming another id after the handshake closes the socket too.
-    let mut peer = RawPeer::connect(&app.sync_url(&alice.access_token), &alice.peer_id)
+    let mut peer = RawPeer::connect(&app.sync_url(&alice.access_token).await, &alice.peer_id)
         .await
         .unwrap();
     let message = zhiban_protocol::Message::Request {
@@ -412,4 +412,112 @@ async fn api_answers_are_not_cached_sniffed_or_framed() {
         assert_eq!(headers["x-frame-options"], "DENY", "{status}");
         assert_eq!(headers["referrer-policy"], "no-referrer", "{status}");
     }
+}
+
+/// A sync ticket opens this device's `/sync` for two minutes and nothing else; what a proxy
+/// log might show (the ticket) is useless against the REST API, and the access token itself is
+/// no ticket.
+#[tokio::test]
+async fn a_sync_ticket_opens_this_devices_socket_and_nothing_else() {
+    let app = spawn_app().await;
+    let unit = app.create_unit("Town A", None).await;
+    app.create_user("alice", &unit, Role::Officer, false).await;
+    let phone = app.login("alice", "phone").await;
+    let tablet = app.login("alice", "tablet").await;
+    let answer: zhiban_api::SyncTicket = app
+        .http
+        .post(app.url("/api/sync/ticket"))
+        .bearer_auth(&phone.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer.expires_in, 120);
+    let ticket = answer.ticket;
+    let socket = |credential: &str| format!("ws://{}/sync?{credential}", app.address);
+
+    // On the REST API a ticket is no token.
+    for path in ["/api/me", "/api/units", "/api/sync/ticket"] {
+        let response = app
+            .http
+            .get(app.url(path))
+            .bearer_auth(&ticket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            matches!(response.status().as_u16(), 401 | 405),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let refused = app
+        .http
+        .post(app.url("/api/sync/ticket"))
+        .bearer_auth(&ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "a ticket does not buy another");
+
+    // In the URL only a ticket counts: not the access token, not the old `token=`.
+    for url in [
+        socket(&format!("ticket={}", phone.access_token)),
+        socket(&format!("token={}", phone.access_token)),
+        socket(""),
+    ] {
+        let refused = RawPeer::connect(&url, &phone.peer_id).await;
+        let error = refused
+            .err()
+            .unwrap_or_else(|| panic!("{url} opened /sync"));
+        assert!(error.to_string().contains("401"), "{url}: {error}");
+    }
+
+    // An expired ticket (signed with the real key) is refused.
+    let secret = zhiban_server::keys::key(&app.settings, &app.pool, "jwt")
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let expired = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &Claims {
+            sub: &phone.user_id,
+            dev: &phone.device_id,
+            aud: "zhiban-sync",
+            iss: "zhiban",
+            iat: now - 600,
+            exp: now - 120,
+        },
+        &EncodingKey::from_secret(&secret),
+    )
+    .unwrap();
+    let error = RawPeer::connect(&socket(&format!("ticket={expired}")), &phone.peer_id)
+        .await
+        .err()
+        .expect("an expired ticket is refused");
+    assert!(error.to_string().contains("401"), "{error}");
+
+    // The phone's ticket is the phone's: the tablet cannot join with it.
+    let refused = RawPeer::connect(&socket(&format!("ticket={ticket}")), &tablet.peer_id).await;
+    assert!(
+        refused.is_err(),
+        "the tablet joined with the phone's ticket"
+    );
+    // And it opens the phone's own socket, as does the access token in a header (for
+    // clients that can set one).
+    RawPeer::connect(&socket(&format!("ticket={ticket}")), &phone.peer_id)
+        .await
+        .expect("the ticket opens the phone's socket");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(socket(""))
+            .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", phone.access_token).parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("an access token in the header opens /sync");
 }

@@ -217,9 +217,10 @@ async fn a_socket_that_never_joins_is_dropped() {
     let app = spawn_app().await;
     org(&app).await;
     let session = app.login("alice", "phone").await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.sync_url(&session.access_token))
-        .await
-        .unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(app.sync_url(&session.access_token).await)
+            .await
+            .unwrap();
     use futures_util::{SinkExt, StreamExt};
     // Anything but `join` as the first message ends the connection.
     let request = Message::Request {

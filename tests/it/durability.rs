@@ -100,7 +100,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         let key = zhiban_server::keys::Keys::load(&settings, &pool)
             .await
             .unwrap();
-        let unit = zhiban_server::units::create_unit(
+        let unit = zhiban_server::accounts::create_unit(
             &pool,
             &key,
             "Town A",
@@ -110,7 +110,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
         .await
         .unwrap();
         for name in ["alice", "anna"] {
-            zhiban_server::units::create_user(
+            zhiban_server::accounts::create_user(
                 &pool,
                 &key,
                 zhiban_server::units::NewUser {
@@ -131,10 +131,13 @@ async fn kill_9(settings: zhiban_server::Settings) {
 
     let mut server = start_server_process(&settings, &[]).await;
     let session = login(&server.address, "alice").await;
-    let url = format!(
-        "ws://{}/sync?token={}",
-        server.address, session.access_token
-    );
+    let url = crate::helpers::sync_url_at(
+        &reqwest::Client::new(),
+        &server.address,
+        false,
+        &session.access_token,
+    )
+    .await;
     let mut alice = RawPeer::connect(&url, &session.peer_id).await.unwrap();
     let id = DocumentId::random();
     let mut doc = new_document(&[("title", "Chemical spill")]);
@@ -152,10 +155,13 @@ async fn kill_9(settings: zhiban_server::Settings) {
 
     let server = start_server_process(&settings, &[]).await;
     let session = login(&server.address, "anna").await;
-    let url = format!(
-        "ws://{}/sync?token={}",
-        server.address, session.access_token
-    );
+    let url = crate::helpers::sync_url_at(
+        &reqwest::Client::new(),
+        &server.address,
+        false,
+        &session.access_token,
+    )
+    .await;
     let mut anna = RawPeer::connect(&url, &session.peer_id).await.unwrap();
     let mut copy = Automerge::new();
     assert!(anna.sync(id, &mut copy).await.unwrap());
@@ -348,7 +354,7 @@ async fn the_audit_trail_records_who_did_what_and_detects_tampering() {
     let app = spawn_app().await;
     org(&app).await;
     let session = app.login("alice", "phone").await;
-    let mut alice = RawPeer::connect(&app.sync_url(&session.access_token), &session.peer_id)
+    let mut alice = RawPeer::connect(&app.sync_url(&session.access_token).await, &session.peer_id)
         .await
         .unwrap();
     let id = DocumentId::random();

@@ -168,19 +168,28 @@ pub struct Session {
 }
 
 impl TestApp {
+    /// `https://…` when the server was started with a certificate.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        let scheme = if self.settings.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.address)
     }
 
-    pub fn sync_url(&self, token: &str) -> String {
-        format!("ws://{}/sync?token={token}", self.address)
+    /// `/sync` opened with a ticket fetched with the access token `token` (see
+    /// [`sync_url_at`]).
+    pub async fn sync_url(&self, token: &str) -> String {
+        let tls = self.settings.tls_cert.is_some();
+        sync_url_at(&self.http, &self.address.to_string(), tls, token).await
     }
 
     pub async fn create_unit(&self, name: &str, parent: Option<&str>) -> String {
         let key = zhiban_server::keys::Keys::load(&self.settings, &self.pool)
             .await
             .expect("catalog key");
-        zhiban_server::units::create_unit(
+        zhiban_server::accounts::create_unit(
             &self.pool,
             &key,
             name,
@@ -208,7 +217,7 @@ impl TestApp {
 
     pub async fn create_user(&self, username: &str, unit_id: &str, role: Role, cleared: bool) {
         let key = self.keys().await;
-        zhiban_server::units::create_user(
+        zhiban_server::accounts::create_user(
             &self.pool,
             &key,
             NewUser {
@@ -259,9 +268,12 @@ impl TestApp {
     /// A raw protocol peer logged in as `username` on a new device.
     pub async fn peer(&self, username: &str) -> RawPeer {
         let session = self.login(username, "raw peer").await;
-        RawPeer::connect(&self.sync_url(&session.access_token), &session.peer_id)
-            .await
-            .expect("raw peer connects")
+        RawPeer::connect(
+            &self.sync_url(&session.access_token).await,
+            &session.peer_id,
+        )
+        .await
+        .expect("raw peer connects")
     }
 
     /// Graceful shutdown, as on SIGTERM; returns the server's own result.
@@ -549,8 +561,33 @@ pub fn text(doc: &Automerge, key: &str) -> Option<String> {
     }
 }
 
+/// `/sync` on the server at `address`, opened with a ticket fetched with the access token
+/// `token`. A token that gets no ticket goes into the URL itself, so that tests of refused
+/// credentials see `/sync` refuse them too.
+pub async fn sync_url_at(http: &reqwest::Client, address: &str, tls: bool, token: &str) -> String {
+    let (http_scheme, ws_scheme) = if tls {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    let response = http
+        .post(format!("{http_scheme}://{address}/api/sync/ticket"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("ticket request");
+    let ticket = if response.status().is_success() {
+        let ticket: zhiban_api::SyncTicket = response.json().await.expect("ticket");
+        ticket.ticket
+    } else {
+        token.to_owned()
+    };
+    format!("{ws_scheme}://{address}/sync?ticket={ticket}")
+}
+
 /// Two units side by side under one district office, a user of each role we need.
 pub struct Org {
+    pub district: String,
     pub unit_a: String,
     pub unit_b: String,
 }
@@ -567,7 +604,11 @@ pub async fn org(app: &TestApp) -> Org {
     app.create_user("bob", &unit_b, Role::Officer, false).await;
     app.create_user("cleared", &unit_a, Role::Leader, true)
         .await;
-    Org { unit_a, unit_b }
+    Org {
+        district,
+        unit_a,
+        unit_b,
+    }
 }
 
 /// The server as a child process, so that a test can `kill -9` it or read its memory.

@@ -39,12 +39,13 @@ impl Target {
         let key = zhiban_server::keys::Keys::load(&settings, &pool)
             .await
             .unwrap();
-        let district = zhiban_server::units::create_unit(&pool, &key, "District", None, now)
+        let district = zhiban_server::accounts::create_unit(&pool, &key, "District", None, now)
             .await
             .unwrap();
-        let town = zhiban_server::units::create_unit(&pool, &key, "Town A", Some(&district), now)
-            .await
-            .unwrap();
+        let town =
+            zhiban_server::accounts::create_unit(&pool, &key, "Town A", Some(&district), now)
+                .await
+                .unwrap();
         for (username, unit, role, cleared) in [
             ("alice", &town, Role::Officer, false),
             ("anna", &town, Role::Field, false),
@@ -60,7 +61,7 @@ impl Target {
                 role,
                 cleared,
             };
-            zhiban_server::units::create_user(&pool, &key, user, now)
+            zhiban_server::accounts::create_user(&pool, &key, user, now)
                 .await
                 .unwrap();
         }
@@ -82,11 +83,13 @@ impl Target {
 
     async fn peer(&self, username: &str) -> RawPeer {
         let session = self.login(username).await;
-        let url = format!(
-            "ws://{}/sync?token={}",
+        let url = crate::helpers::sync_url_at(
+            &reqwest::Client::new(),
             self.address(),
-            session.access_token
-        );
+            false,
+            &session.access_token,
+        )
+        .await;
         RawPeer::connect(&url, &session.peer_id).await.unwrap()
     }
 
@@ -577,11 +580,13 @@ async fn a_request_that_never_finishes_its_headers_is_dropped() {
 async fn a_device_may_hold_only_so_many_connections() {
     let target = Target::start(&[("ZHIBAN_LIMITS__MAX_CONNECTIONS_PER_DEVICE", "2")]).await;
     let session = target.login("anna").await;
-    let url = format!(
-        "ws://{}/sync?token={}",
+    let url = crate::helpers::sync_url_at(
+        &reqwest::Client::new(),
         target.address(),
-        session.access_token
-    );
+        false,
+        &session.access_token,
+    )
+    .await;
     let _first = RawPeer::connect(&url, &session.peer_id).await.unwrap();
     let _second = RawPeer::connect(&url, &session.peer_id).await.unwrap();
     let refused = RawPeer::connect(&url, &session.peer_id).await;

@@ -23,7 +23,7 @@ async fn js(app: &TestApp, username: &str, device: &str) -> JsPeer {
 
 async fn samod(app: &TestApp, username: &str) -> SamodPeer {
     let session = app.login(username, "samod").await;
-    SamodPeer::connect(&app.sync_url(&session.access_token), &session.peer_id)
+    SamodPeer::connect(&app.sync_url(&session.access_token).await, &session.peer_id)
         .await
         .expect("samod peer connects")
 }

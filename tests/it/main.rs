@@ -9,6 +9,7 @@
     clippy::cast_sign_loss
 )]
 
+mod accounts;
 mod alerts;
 mod auth;
 mod bad_input;
@@ -38,4 +39,5 @@ mod records;
 mod relay;
 #[path = "../support/samod_peer.rs"]
 mod samod_peer;
+mod tls;
 mod write_policy;

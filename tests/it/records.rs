@@ -328,7 +328,7 @@ async fn the_authorization_matrix_holds_for_sync_list_get_and_search() {
                     "hits",
                 );
                 let mut peer =
-                    crate::helpers::RawPeer::connect(&app.sync_url(token), &session.peer_id)
+                    crate::helpers::RawPeer::connect(&app.sync_url(token).await, &session.peer_id)
                         .await
                         .unwrap();
                 for (document, is_classified) in [(plain, false), (classified, true)] {

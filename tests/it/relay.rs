@@ -311,7 +311,7 @@ async fn a_disconnecting_peer_leaves_its_sync_state_behind() {
     let app = spawn_app().await;
     org(&app).await;
     let session = app.login("alice", "tablet").await;
-    let mut alice = RawPeer::connect(&app.sync_url(&session.access_token), &session.peer_id)
+    let mut alice = RawPeer::connect(&app.sync_url(&session.access_token).await, &session.peer_id)
         .await
         .unwrap();
     let id = DocumentId::random();

@@ -5,7 +5,8 @@
 //   node tests/js/peer.mjs --server http://127.0.0.1:PORT --username U --password P --device NAME
 //
 // 1. Logs in with POST {server}/api/auth/login.
-// 2. Opens a storage-less Repo connected to ws://HOST/sync?token=ACCESS_TOKEN and waits for the
+// 2. Opens a storage-less Repo connected to ws://HOST/sync?ticket=TICKET (a fresh ticket from
+//    POST /api/sync/ticket for every connection) and waits for the
 //    server's `peer` handshake.
 // 3. Prints {"ok":true,"ready":true,...} and then answers every command line read from stdin
 //    with exactly one JSON line on stdout. Commands run one at a time, in the order received.
@@ -214,8 +215,56 @@ try {
 // ---------------------------------------------------------------------------------------------
 // 2. Repo
 
-const wsUrl = `${server.replace(/^http/, "ws")}/sync?token=${encodeURIComponent(login.access_token)}`;
-const adapter = new WebSocketClientAdapter(wsUrl);
+// The server opens /sync with a short-lived ticket, never an access token in the URL. The stock
+// adapter takes one fixed URL, so each (re)connection fetches a ticket first and then connects
+// the stock way.
+class TicketWebSocketAdapter extends WebSocketClientAdapter {
+  #syncUrl;
+  #ticket;
+  #fetching = false;
+  #stopped = false;
+
+  constructor(syncUrl, ticket, retryInterval) {
+    super(syncUrl, retryInterval);
+    this.#syncUrl = syncUrl;
+    this.#ticket = ticket;
+  }
+
+  connect(peerId, peerMetadata) {
+    if (this.#fetching || this.#stopped) return;
+    this.#fetching = true;
+    this.#ticket()
+      .then(ticket => {
+        this.#fetching = false;
+        if (this.#stopped) return;
+        this.url = `${this.#syncUrl}?ticket=${encodeURIComponent(ticket)}`;
+        super.connect(peerId, peerMetadata);
+      })
+      .catch(e => {
+        this.#fetching = false;
+        log("no sync ticket:", errorText(e));
+        if (!this.#stopped) setTimeout(() => this.connect(peerId, peerMetadata), this.retryInterval);
+      });
+  }
+
+  disconnect() {
+    this.#stopped = true;
+    if (this.socket) super.disconnect();
+  }
+}
+
+async function syncTicket() {
+  const res = await fetch(`${server}/api/sync/ticket`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${login.access_token}` },
+  });
+  const body = await res.text();
+  if (res.status !== 200) throw new Error(`ticket refused: ${res.status} ${body}`);
+  return JSON.parse(body).ticket;
+}
+
+const wsUrl = `${server.replace(/^http/, "ws")}/sync`;
+const adapter = new TicketWebSocketAdapter(wsUrl, syncTicket, 5000);
 // Observe (without changing) what the stock adapter sees, so that a refused connection fails the
 // start quickly with the server's reason instead of retrying until the ready timeout.
 let lastServerError = null;
@@ -286,7 +335,7 @@ try {
 } catch (e) {
   fail(
     e instanceof TimeoutError
-      ? `no peer handshake from ${wsUrl.replace(/token=[^&]*/, "token=...")} within ${READY_TIMEOUT_MS} ms`
+      ? `no peer handshake from ${wsUrl} within ${READY_TIMEOUT_MS} ms`
       : `connect failed: ${errorText(e)}`,
   );
 }
@@ -500,10 +549,27 @@ async function syncedWith(handle, timeoutMs) {
     const known = new Set([...(st.theirHeads ?? []), ...(st.sharedHeads ?? [])]);
     return A.getHeads(handle.doc()).every(h => known.has(h));
   };
-  await waitFor(handle, check, timeoutMs, cb => {
-    syncWaiters.add(cb);
-    return () => syncWaiters.delete(cb);
-  });
+  try {
+    await waitFor(handle, check, timeoutMs, cb => {
+      syncWaiters.add(cb);
+      return () => syncWaiters.delete(cb);
+    });
+  } catch (e) {
+    // What each side believes, for whoever reads a failed test's output.
+    const st = syncStates.get(documentId)?.get(serverPeerId);
+    log(
+      "not synced:",
+      JSON.stringify({
+        server: serverPeerId,
+        local: A.getHeads(handle.doc()),
+        theirHeads: st?.theirHeads,
+        sharedHeads: st?.sharedHeads,
+        lastSentHeads: st?.lastSentHeads,
+        inFlight: st?.inFlight,
+      }),
+    );
+    throw e;
+  }
 }
 
 let shuttingDown = null;

@@ -72,7 +72,7 @@ impl std::fmt::Display for WsError {
 impl std::error::Error for WsError {}
 
 struct WsDialer {
-    /// Full URL including `?token=...`, used to connect.
+    /// Full URL including `?ticket=...`, used to connect.
     url: String,
     /// Same URL without the query string; samod only uses it for logs/diagnostics.
     log_url: samod::Url,
@@ -200,7 +200,7 @@ pub struct SamodPeer {
 }
 
 impl SamodPeer {
-    /// Connect a samod repo to `ws_url` (e.g. `ws://127.0.0.1:PORT/sync?token=JWT`) with exactly `peer_id`
+    /// Connect a samod repo to `ws_url` (e.g. `ws://127.0.0.1:PORT/sync?ticket=TICKET`) with exactly `peer_id`
     /// as the peer id of its `join`. Returns once the server answered `peer`; errors after
     /// [`CONNECT_TIMEOUT`], or at once if the server rejects the HTTP upgrade.
     pub async fn connect(ws_url: &str, peer_id: &str) -> anyhow::Result<SamodPeer> {

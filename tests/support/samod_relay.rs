@@ -3,7 +3,7 @@
 //! Included via `#[path = "../support/samod_relay.rs"] mod samod_relay;` (no submodules here).
 //! In-memory storage, samod's default share policy (every peer read-write, announce everything), any
 //! peer id accepted (no `with_expected_peer_id`), websocket route `/sync` (the query string, e.g.
-//! `?token=...`, is ignored), TCP_NODELAY on accepted sockets.
+//! `?ticket=...`, is ignored), TCP_NODELAY on accepted sockets.
 #![allow(dead_code)]
 
 use std::{net::SocketAddr, time::Duration};

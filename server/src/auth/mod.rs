@@ -31,6 +31,11 @@ use crate::units::hash_password;
 
 const AUDIENCE: &str = "zhiban";
 const ISSUER: &str = "zhiban";
+/// Sync tickets are for `/sync` only: the REST API checks for [`AUDIENCE`] and refuses them.
+const SYNC_AUDIENCE: &str = "zhiban-sync";
+/// Long enough to open a socket over a slow network; short enough that a ticket found in a
+/// proxy's log has expired.
+const TICKET_TTL_SECS: u64 = 120;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -40,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/me", get(me))
         .route("/api/devices", get(list_devices))
         .route("/api/devices/{id}/revoke", post(revoke_device))
+        .route("/api/sync/ticket", post(sync_ticket))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,8 @@ pub enum AuthError {
     Expired,
     #[error("device revoked")]
     Revoked,
+    #[error("account disabled")]
+    Disabled,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -63,6 +71,7 @@ impl From<AuthError> for AppError {
             AuthError::Invalid => AppError::Unauthorized("invalid access token"),
             AuthError::Expired => AppError::Unauthorized("access token expired"),
             AuthError::Revoked => AppError::Unauthorized("device revoked"),
+            AuthError::Disabled => AppError::Unauthorized("account disabled"),
             AuthError::Database(e) => e.into(),
         }
     }
@@ -78,11 +87,13 @@ struct Claims {
     exp: i64,
 }
 
-/// Signs and checks access tokens. HS256 with a key shared by all nodes through the database.
+/// Signs and checks access tokens and sync tickets: HS256 with the key every node reads
+/// from its key file (`keys`).
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    ticket_validation: Validation,
     access_ttl: Duration,
 }
 
@@ -93,46 +104,95 @@ impl TokenKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = 5;
+        let mut ticket_validation = validation.clone();
+        ticket_validation.set_audience(&[SYNC_AUDIENCE]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            ticket_validation,
             access_ttl,
         }
     }
 
+    /// An access token for the REST API.
     pub fn issue(&self, user_id: &str, device_id: &str) -> Result<String, AppError> {
+        self.sign(user_id, device_id, AUDIENCE, self.access_ttl.as_secs())
+    }
+
+    fn sign(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        audience: &str,
+        ttl_secs: u64,
+    ) -> Result<String, AppError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_owned(),
             dev: device_id.to_owned(),
-            aud: AUDIENCE.to_owned(),
+            aud: audience.to_owned(),
             iss: ISSUER.to_owned(),
             iat: now,
-            exp: now.saturating_add(i64::try_from(self.access_ttl.as_secs()).unwrap_or(i64::MAX)),
+            exp: now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::Internal(e.into()))
     }
 
-    /// Checks signature, audience, issuer and expiry; returns (user id, device id).
-    fn verify(&self, token: &str) -> Result<(String, String), AuthError> {
+    /// Checks signature, audience, issuer and expiry.
+    fn verify(&self, token: &str, validation: &Validation) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            })?;
-        Ok((data.claims.sub, data.claims.dev))
+            },
+        )?;
+        Ok(data.claims)
     }
 }
 
-/// Verifies the token, then checks the database: a revoked device is refused even while
-/// its access token has not yet expired.
+/// Verifies the access token, then checks the database: a revoked device or a disabled
+/// account is refused even while its access token has not yet expired.
 pub async fn identify(state: &AppState, token: &str) -> Result<Identity, AuthError> {
-    let (user_id, device_id) = state.keys.verify(token)?;
+    let claims = state.keys.verify(token, &state.keys.validation)?;
+    load_identity(state, &claims.sub, &claims.dev).await
+}
+
+/// Who opens `/sync` with `credential` (a sync ticket, or else an access token from a
+/// header), and until when (ms) that credential holds: then the socket is checked again.
+pub async fn identify_sync(
+    state: &AppState,
+    credential: SyncCredential<'_>,
+) -> Result<(Identity, i64), AuthError> {
+    let claims = match credential {
+        SyncCredential::Ticket(ticket) => {
+            state.keys.verify(ticket, &state.keys.ticket_validation)?
+        }
+        SyncCredential::AccessToken(token) => state.keys.verify(token, &state.keys.validation)?,
+    };
+    let identity = load_identity(state, &claims.sub, &claims.dev).await?;
+    Ok((identity, claims.exp.saturating_mul(1000)))
+}
+
+/// How a socket proves who opens it.
+pub enum SyncCredential<'a> {
+    /// `?ticket=` from `POST /api/sync/ticket`: browsers cannot set headers on websockets.
+    Ticket(&'a str),
+    /// `Authorization: Bearer`, for clients that can set headers (never in a URL).
+    AccessToken(&'a str),
+}
+
+/// The user and device as they stand now in the database.
+pub async fn load_identity(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Identity, AuthError> {
+    let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
     let row = sqlx::query(
-        "SELECT u.unit_id, u.role, u.cleared, d.revoked_at FROM users u \
+        "SELECT u.unit_id, u.role, u.cleared, u.disabled_at, d.revoked_at FROM users u \
          JOIN devices d ON d.user_id = u.id WHERE u.id = $1 AND d.id = $2",
     )
     .bind(&user_id)
@@ -142,6 +202,9 @@ pub async fn identify(state: &AppState, token: &str) -> Result<Identity, AuthErr
     .ok_or(AuthError::Invalid)?;
     if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
         return Err(AuthError::Revoked);
+    }
+    if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+        return Err(AuthError::Disabled);
     }
     let role: String = row.try_get("role")?;
     Ok(Identity {
@@ -188,7 +251,13 @@ pub(crate) async fn login(
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
     // No user has a longer name (units::NewUser), and no password check is spent on one.
-    if request.username.chars().count() > 64 || request.password.len() > 1024 {
+    if request.username.chars().count() > 64
+        || request.password.len() > 1024
+        || request
+            .new_password
+            .as_ref()
+            .is_some_and(|new| new.len() > 1024)
+    {
         return Err(AppError::BadRequest(
             "a username has at most 64 characters and a password at most 1024 bytes".into(),
         ));
@@ -206,10 +275,13 @@ pub(crate) async fn login(
             1,
         ));
     };
-    let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = $1")
-        .bind(&request.username)
-        .fetch_optional(&state.pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT id, password_hash, disabled_at, must_change_password FROM users \
+         WHERE username = $1",
+    )
+    .bind(&request.username)
+    .fetch_optional(&state.pool)
+    .await?;
     let (user_id, hash) = match &row {
         Some(row) => (
             Some(row.try_get::<String, _>("id")?),
@@ -238,6 +310,36 @@ pub(crate) async fn login(
         return Err(AppError::Unauthorized("wrong username or password"));
     };
     state.logins.succeeded(&request.username);
+    // Told only to who knows the password: the account's state is nobody else's business.
+    if let Some(row) = &row {
+        if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+            let entry = Entry::new("auth.login_disabled").by(&user_id, None);
+            audit::record(&state.pool, &state.audit_key, &[entry], now).await?;
+            return Err(AppError::Forbidden("this account is disabled"));
+        }
+        let must_change = row.try_get::<i64, _>("must_change_password")? != 0;
+        match &request.new_password {
+            Some(new_password) => {
+                change_password(
+                    &state,
+                    (&user_id, &request.username),
+                    &request.password,
+                    new_password,
+                    now,
+                )
+                .await?;
+            }
+            None if must_change => {
+                return Err(AppError::Rejected(
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "this password was set by an admin: log in with a new password of your own \
+                     (new_password)"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
+    }
 
     let mut tx = begin_write(&state.pool).await?;
     let device_id = match request.device_id {
@@ -286,6 +388,37 @@ pub(crate) async fn login(
     tx.commit().await?;
     tracing::info!(%user_id, %device_id, "logged in");
     Ok(Json(response))
+}
+
+/// Replaces the user's password with their own new one, audited; the old one (an admin's
+/// temporary one, or simply the previous) no longer works.
+async fn change_password(
+    state: &AppState,
+    (user_id, username): (&str, &str),
+    old_password: &str,
+    new_password: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    if new_password == old_password {
+        return Err(AppError::BadRequest(
+            "the new password must differ from the old one".into(),
+        ));
+    }
+    crate::units::check_password(new_password, &[username])
+        .map_err(|error| AppError::BadRequest(error.to_string()))?;
+    let hash = crate::units::hash_off_thread(new_password)
+        .await
+        .map_err(|error| AppError::Internal(error.into()))?;
+    let mut tx = begin_write(&state.pool).await?;
+    sqlx::query("UPDATE users SET password_hash = $1, must_change_password = 0 WHERE id = $2")
+        .bind(&hash)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let entry = Entry::new("auth.password_change").by(user_id, None);
+    audit::append(&mut tx, &state.audit_key, &[entry], now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// How soon after a refresh token was spent it may come again as a retry (the answer lost on
@@ -364,8 +497,9 @@ pub(crate) async fn refresh(
     let now = state.clock.now_ms();
     let mut tx = begin_write(&state.pool).await?;
     let row = sqlx::query(
-        "SELECT r.device_id, r.expires_at, r.spent_at, d.user_id, d.revoked_at \
-         FROM refresh_tokens r JOIN devices d ON d.id = r.device_id WHERE r.token_hash = $1",
+        "SELECT r.device_id, r.expires_at, r.spent_at, d.user_id, d.revoked_at, u.disabled_at \
+         FROM refresh_tokens r JOIN devices d ON d.id = r.device_id \
+         JOIN users u ON u.id = d.user_id WHERE r.token_hash = $1",
     )
     .bind(&token_hash)
     .fetch_optional(&mut *tx)
@@ -375,6 +509,9 @@ pub(crate) async fn refresh(
     let user_id: String = row.try_get("user_id")?;
     if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
         return Err(AppError::Unauthorized("device revoked"));
+    }
+    if row.try_get::<Option<i64>, _>("disabled_at")?.is_some() {
+        return Err(AppError::Unauthorized("account disabled"));
     }
     if row.try_get::<i64, _>("expires_at")? < now {
         return Err(AppError::Unauthorized("refresh token expired"));
@@ -465,6 +602,26 @@ pub(crate) async fn logout(
     }
     tx.commit().await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// A ticket that opens this device's `/sync?ticket=…` for the next two minutes, and nothing
+/// else: the URL of a websocket ends up in proxies' logs, an access token must not.
+#[utoipa::path(post, path = "/api/sync/ticket", tag = "auth",
+    responses((status = 200, body = zhiban_api::SyncTicket), (status = 401, body = zhiban_api::ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn sync_ticket(
+    State(state): State<AppState>,
+    identity: Identity,
+) -> Result<Json<zhiban_api::SyncTicket>, AppError> {
+    // Never longer than an access token: the socket is first re-checked when it expires.
+    let ttl = TICKET_TTL_SECS.min(state.settings.access_token_ttl_secs.max(1));
+    let ticket = state
+        .keys
+        .sign(&identity.user_id, &identity.device_id, SYNC_AUDIENCE, ttl)?;
+    Ok(Json(zhiban_api::SyncTicket {
+        ticket,
+        expires_in: ttl,
+    }))
 }
 
 /// Who the token belongs to.

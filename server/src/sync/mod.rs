@@ -1,4 +1,5 @@
-//! `/sync`: the automerge-repo websocket. The upgrade checks the access token; the handshake
+//! `/sync`: the automerge-repo websocket. The upgrade checks the sync ticket (or an access
+//! token in a header), and the socket is checked again whenever what opened it expires; the handshake
 //! binds the connection to the `user:device` peer id; each document message is handed to that
 //! document's actor (`document`), which decides what the peer may see.
 
@@ -27,11 +28,11 @@ pub use authorship::Authors;
 use document::Command;
 pub use document::Documents;
 pub use peer::Connections;
-use peer::{Contact, Peer};
+use peer::{CloseReason, Contact, Peer};
 
 use crate::AppState;
 use crate::access::{Identity, Role, visible_units};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, SyncCredential};
 use crate::error::AppError;
 use crate::records::times::CATCH_UP_MS;
 
@@ -64,12 +65,13 @@ pub(crate) async fn stats(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SyncQuery {
-    /// The access token, for browsers (their websockets cannot set headers).
-    token: Option<String>,
+    /// A ticket from `POST /api/sync/ticket` (browsers cannot set headers on websockets).
+    ticket: Option<String>,
 }
 
-/// The automerge-repo websocket (binary CBOR frames). The token comes as `?token=` or
-/// `Authorization: Bearer`; the first frame must be `join` with this device's peer id.
+/// The automerge-repo websocket (binary CBOR frames). Opened with `?ticket=` or an access
+/// token in `Authorization: Bearer`, never an access token in the URL (proxies log URLs);
+/// the first frame must be `join` with this device's peer id.
 #[utoipa::path(get, path = "/sync", tag = "sync", params(SyncQuery),
     responses((status = 101, description = "Switching to the sync protocol"),
         (status = 401, body = zhiban_api::ErrorBody)))]
@@ -83,12 +85,12 @@ pub(crate) async fn upgrade(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let token = query
-        .token
-        .as_deref()
-        .or(header_token)
-        .ok_or(AuthError::Missing)?;
-    let identity = crate::auth::identify(&state, token).await?;
+    let credential = match (query.ticket.as_deref(), header_token) {
+        (Some(ticket), _) => SyncCredential::Ticket(ticket),
+        (None, Some(token)) => SyncCredential::AccessToken(token),
+        (None, None) => return Err(AuthError::Missing.into()),
+    };
+    let (identity, valid_until) = crate::auth::identify_sync(&state, credential).await?;
     let visible_units = visible_units(&state.pool, &identity.unit_id).await?;
     let max = state.settings.max_frame_bytes;
     Ok(upgrade
@@ -99,7 +101,13 @@ pub(crate) async fn upgrade(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tasks = state.tasks.clone();
-            tasks.track_future(serve_peer(state, socket, identity, visible_units))
+            tasks.track_future(serve_peer(
+                state,
+                socket,
+                identity,
+                visible_units,
+                valid_until,
+            ))
         }))
 }
 
@@ -120,6 +128,7 @@ async fn serve_peer(
     mut socket: WebSocket,
     identity: Identity,
     visible_units: HashSet<String>,
+    valid_until: i64,
 ) {
     let limits = &state.settings.limits;
     let send_limit = Duration::from_secs(limits.send_timeout_secs.max(1));
@@ -180,6 +189,10 @@ async fn serve_peer(
     let mut keepalive = tokio::time::interval(state.settings.keepalive());
     keepalive.tick().await;
     let mut heard_since_ping = true;
+    // What opened the socket is checked again when it expires, then once per access token's
+    // lifetime: a change made where this node could not close the socket at once (another
+    // node, the admin command) ends it by then.
+    let mut recheck = Box::pin(tokio::time::sleep(until(valid_until)));
     let close = loop {
         tokio::select! {
             biased;
@@ -187,6 +200,14 @@ async fn serve_peer(
                 let (code, text) = peer.close_reason().code_and_text();
                 tracing::info!(code, text, "closing connection");
                 break Some((code, text));
+            }
+            _ = &mut recheck => {
+                if let Some(reason) = changed(&state, &peer.identity).await {
+                    let (code, text) = reason.code_and_text();
+                    tracing::info!(code, text, "socket no longer allowed as it was opened");
+                    break Some((code, text));
+                }
+                recheck.set(tokio::time::sleep(state.settings.access_token_ttl()));
             }
             _ = keepalive.tick() => {
                 if !heard_since_ping {
@@ -259,6 +280,28 @@ async fn serve_peer(
         tracing::warn!(%error, "cannot record the device's last contact");
     }
     tracing::debug!("peer disconnected");
+}
+
+/// How long from now until `at` (ms; the system clock, as tokens' expiry times).
+fn until(at: i64) -> Duration {
+    Duration::from_millis(u64::try_from(at.saturating_sub(crate::clock::system_ms())).unwrap_or(0))
+}
+
+/// Why a socket opened as `opened` may no longer stay open, if it may not.
+async fn changed(state: &AppState, opened: &Identity) -> Option<CloseReason> {
+    match crate::auth::load_identity(state, &opened.user_id, &opened.device_id).await {
+        Ok(now) => (now.unit_id != opened.unit_id
+            || now.role != opened.role
+            || now.cleared != opened.cleared)
+            .then_some(CloseReason::AccountChanged),
+        Err(AuthError::Revoked) => Some(CloseReason::Revoked),
+        Err(AuthError::Database(error)) => {
+            // Not the device's fault: the next check decides.
+            tracing::warn!(%error, "cannot check the socket's account");
+            None
+        }
+        Err(_) => Some(CloseReason::AccountChanged),
+    }
 }
 
 /// The device's contact as it connects now (see `records::times`).

@@ -25,6 +25,9 @@ pub enum CloseReason {
     Refused = 4,
     /// A document it used failed on the server; reconnecting reloads it.
     DocumentFailed = 5,
+    /// The user's account changed (disabled, password reset, new role, unit or clearance, a
+    /// unit moved above them): a new connection is checked and sees anew.
+    AccountChanged = 6,
 }
 
 impl CloseReason {
@@ -35,6 +38,7 @@ impl CloseReason {
             CloseReason::TooSlow => (1013, "peer too slow; reconnect"),
             CloseReason::Refused => (1008, "message refused"),
             CloseReason::DocumentFailed => (1011, "document failed; reconnect"),
+            CloseReason::AccountChanged => (4003, "account changed; reconnect"),
         }
     }
 }
@@ -157,6 +161,7 @@ impl Peer {
             3 => CloseReason::TooSlow,
             4 => CloseReason::Refused,
             5 => CloseReason::DocumentFailed,
+            6 => CloseReason::AccountChanged,
             _ => CloseReason::ShuttingDown,
         }
     }
@@ -234,6 +239,28 @@ impl Connections {
             peer.close(CloseReason::Revoked);
         }
         peers.len()
+    }
+
+    /// Closes every socket of the user, on all their devices; returns how many.
+    pub fn disconnect_user(&self, user_id: &str) -> usize {
+        self.disconnect_where(|identity| identity.user_id == user_id)
+    }
+
+    /// Closes every socket of the users of `units`; returns how many.
+    pub fn disconnect_units(&self, units: &HashSet<String>) -> usize {
+        self.disconnect_where(|identity| units.contains(&identity.unit_id))
+    }
+
+    fn disconnect_where(&self, affected: impl Fn(&Identity) -> bool) -> usize {
+        let open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = 0;
+        for peer in open.by_device.values().flatten() {
+            if affected(&peer.identity) {
+                peer.close(CloseReason::AccountChanged);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     pub fn count(&self) -> usize {

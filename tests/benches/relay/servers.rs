@@ -267,6 +267,28 @@ pub struct Login {
     pub peer_id: String,
 }
 
+/// `/sync` for `login`'s device, opened with a fresh ticket (tickets live two minutes, less
+/// than logging in a thousand devices takes, so each is fetched as its device connects).
+pub async fn sync_url(addr: SocketAddr, login: &Login) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/sync/ticket"))
+        .bearer_auth(&login.access_token)
+        .send()
+        .await?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "sync ticket: {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let ticket: serde_json::Value = response.json().await?;
+    let ticket = ticket["ticket"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no ticket in the answer"))?;
+    Ok(format!("ws://{addr}/sync?ticket={ticket}"))
+}
+
 /// Logs `u1` in `count` times, `concurrency` at a time: one new device each.
 pub async fn login_devices(
     addr: SocketAddr,

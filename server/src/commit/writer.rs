@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CommitError, Handoff, Outcome, Work, apply};
-use crate::audit::AuditKey;
+use crate::audit::{self, AuditKey};
 use crate::clock::Clock;
 use crate::db::{Backend, Pool};
 use zhiban_records::Intervals;
@@ -84,8 +84,38 @@ impl Committer {
         Ok(outcome)
     }
 
-    /// For work whose loss costs only efficiency or one audit row (sync states, refusals):
-    /// failures are logged.
+    /// For audit rows that must not be lost (refusals, classified reads): waits for room in
+    /// the queue, not for the commit. A flood of refusals thus slows down the actor that
+    /// notes them, and through its bounded queue the flooding socket, rather than losing
+    /// rows. A failed write is retried with backoff; rows that still cannot be written go to
+    /// the log whole, at error level.
+    pub async fn record(&self, entries: Vec<audit::Entry>) {
+        let mut outcome = match self.enqueue(Work::Audit(entries.clone())).await {
+            Ok(outcome) => outcome,
+            Err(_) => return lost(&entries, "the writer has stopped"),
+        };
+        let committer = self.clone();
+        tokio::spawn(async move {
+            for attempt in 0.. {
+                let error = match outcome.await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "the writer has stopped".to_owned(),
+                };
+                if attempt == AUDIT_ATTEMPTS {
+                    return lost(&entries, &error);
+                }
+                tracing::warn!(%error, attempt, "audit rows not written yet; retrying");
+                tokio::time::sleep(retry_delay(attempt)).await;
+                outcome = match committer.enqueue(Work::Audit(entries.clone())).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return lost(&entries, "the writer has stopped"),
+                };
+            }
+        });
+    }
+
+    /// For work whose loss costs only efficiency (sync states): failures are logged.
     pub fn submit(&self, work: Work) {
         if let Err(error) = self.jobs.try_send(Job::Work { work, done: None }) {
             tracing::warn!(%error, "commit queue full; background write dropped");
@@ -205,6 +235,14 @@ fn report(work: &Work, done: Option<Done>, error: sqlx::Error) {
             tracing::warn!(%error, what, "background write failed");
         }
     }
+}
+
+/// How often audit rows are tried again (the delays add up to about 20 s).
+const AUDIT_ATTEMPTS: u32 = 8;
+
+/// The last resort for audit rows the database would not take: the log keeps them.
+fn lost(entries: &[audit::Entry], error: &str) {
+    tracing::error!(%error, rows = ?entries, "audit rows could not be written");
 }
 
 /// Delay before retrying a failed commit: doubling from 50 ms, at most 5 s.

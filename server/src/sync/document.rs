@@ -219,6 +219,8 @@ struct DocumentActor {
     kind: Option<RecordKind>,
     /// Hashes of changes refused while the document is loaded (see `refuse_changes`).
     refused: HashSet<String>,
+    /// This round's audit rows of refusals and classified reads, recorded as it ends.
+    audits: Vec<audit::Entry>,
     /// What the write policy sees of the document now; None: read it again before the next
     /// change (after loading, or after changes were taken back).
     seen: Option<policy::Seen>,
@@ -249,6 +251,7 @@ impl DocumentActor {
             patches: PatchLog::inactive(),
             kind: None,
             refused: HashSet::new(),
+            audits: Vec::new(),
             seen: None,
             read_whole: true,
         }
@@ -286,6 +289,10 @@ impl DocumentActor {
                     }
                 }
                 self.commit_and_reply().await;
+                if !self.audits.is_empty() {
+                    let audits = std::mem::take(&mut self.audits);
+                    self.state.committer.record(audits).await;
+                }
             })
             .catch_unwind()
             .await;
@@ -545,11 +552,11 @@ impl DocumentActor {
                     .is_some_and(|meta| meta.classified && !meta.catalog)
             {
                 // Who opened a classified record, on which device, when (D18, D19).
-                self.state.committer.submit(Work::Audit(vec![
+                self.audits.push(
                     audit::Entry::new("sync.read_classified")
                         .by(&peer.identity.user_id, Some(&peer.identity.device_id))
                         .document(self.document_id),
-                ]));
+                );
             }
             let state = self.initial_sync_state(&peer, access).await;
             self.subscribers.insert(
@@ -766,15 +773,15 @@ impl DocumentActor {
     }
 
     /// The log line, the audit row (if `audit`) and the peer's `error` for a refused message.
-    fn tell_refused(&self, peer: &Peer, reason: &str, audit: bool) {
+    fn tell_refused(&mut self, peer: &Peer, reason: &str, audit: bool) {
         if audit {
             tracing::warn!(peer = %peer.peer_id, %reason, "sync message refused");
-            self.state.committer.submit(Work::Audit(vec![
+            self.audits.push(
                 audit::Entry::new("sync.refused")
                     .by(&peer.identity.user_id, Some(&peer.identity.device_id))
                     .document(self.document_id)
                     .detail(json!({"reason": reason})),
-            ]));
+            );
         } else {
             tracing::debug!(peer = %peer.peer_id, %reason, "refused changes offered again");
         }
@@ -1153,7 +1160,7 @@ impl DocumentActor {
         if let Some(creator) = &self.creator {
             entry = entry.by(&creator.identity.user_id, Some(&creator.identity.device_id));
         }
-        self.state.committer.submit(Work::Audit(vec![entry]));
+        self.audits.push(entry);
         self.authors.clear();
         self.new_actors.clear();
         for subscriber in std::mem::take(&mut self.subscribers).into_values() {

@@ -392,14 +392,11 @@ pub async fn reset_password(
     now: i64,
 ) -> Result<(String, Affected), AccountError> {
     let scope = actor.scope(pool).await?;
-    let username: Option<String> = sqlx::query_scalar("SELECT username FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?;
-    let username = username.ok_or(AccountError::NotFound("user"))?;
+    // Out of scope is "no such user" before a word is said about the password.
+    let user = user_in_scope(&mut *pool.acquire().await?, &scope, user_id).await?;
     let password = match temporary {
         Some(password) => {
-            units::check_password(&password, &[&username])?;
+            units::check_password(&password, &[&user.username])?;
             password
         }
         None => made_up_password(),

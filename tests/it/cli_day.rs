@@ -15,9 +15,16 @@ use crate::helpers::{get, org, spawn_app};
 
 /// Runs one command to completion: its exit code and its JSON output lines.
 async fn outcome(data_dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
+    let mut command = zhiban(data_dir);
+    command.args(args);
+    outcome_of(command).await
+}
+
+/// [`outcome`] of a command set up by the caller (its environment, say).
+pub(crate) async fn outcome_of(mut command: tokio::process::Command) -> (i32, Vec<Value>) {
     let output = tokio::time::timeout(
         Duration::from_secs(60),
-        zhiban(data_dir).args(args).stdout(Stdio::piped()).output(),
+        command.stdout(Stdio::piped()).output(),
     )
     .await
     .expect("command finishes")

@@ -130,15 +130,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
     }
 
     let mut server = start_server_process(&settings, &[]).await;
-    let session = login(&server.address, "alice").await;
-    let url = crate::helpers::sync_url_at(
-        &reqwest::Client::new(),
-        &server.address,
-        false,
-        &session.access_token,
-    )
-    .await;
-    let mut alice = RawPeer::connect(&url, &session.peer_id).await.unwrap();
+    let mut alice = crate::helpers::peer_at(&server.address, "alice").await;
     let id = DocumentId::random();
     let mut doc = new_document(&[("title", "Chemical spill")]);
     let mut state = automerge::sync::State::new();
@@ -154,15 +146,7 @@ async fn kill_9(settings: zhiban_server::Settings) {
     server.child.wait().await.unwrap();
 
     let server = start_server_process(&settings, &[]).await;
-    let session = login(&server.address, "anna").await;
-    let url = crate::helpers::sync_url_at(
-        &reqwest::Client::new(),
-        &server.address,
-        false,
-        &session.access_token,
-    )
-    .await;
-    let mut anna = RawPeer::connect(&url, &session.peer_id).await.unwrap();
+    let mut anna = crate::helpers::peer_at(&server.address, "anna").await;
     let mut copy = Automerge::new();
     assert!(anna.sync(id, &mut copy).await.unwrap());
     assert_eq!(

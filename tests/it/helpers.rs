@@ -585,6 +585,22 @@ pub async fn sync_url_at(http: &reqwest::Client, address: &str, tls: bool, token
     format!("{ws_scheme}://{address}/sync?ticket={ticket}")
 }
 
+/// A raw protocol peer logged in as `username` on a new device of the server at `address`
+/// (a server process).
+pub async fn peer_at(address: &str, username: &str) -> RawPeer {
+    let session = login(address, username).await;
+    let url = sync_url_at(
+        &reqwest::Client::new(),
+        address,
+        false,
+        &session.access_token,
+    )
+    .await;
+    RawPeer::connect(&url, &session.peer_id)
+        .await
+        .expect("raw peer connects")
+}
+
 /// Two units side by side under one district office, a user of each role we need.
 pub struct Org {
     pub district: String,

@@ -82,15 +82,7 @@ impl Target {
     }
 
     async fn peer(&self, username: &str) -> RawPeer {
-        let session = self.login(username).await;
-        let url = crate::helpers::sync_url_at(
-            &reqwest::Client::new(),
-            self.address(),
-            false,
-            &session.access_token,
-        )
-        .await;
-        RawPeer::connect(&url, &session.peer_id).await.unwrap()
+        crate::helpers::peer_at(self.address(), username).await
     }
 
     async fn get(&self, token: &str, path: &str) -> Value {

@@ -5,7 +5,6 @@
 //! other connections; and a half-given TLS setting stopping the start.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -212,22 +211,9 @@ async fn a_device_without_the_ca_is_told_the_certificate_is_not_trusted() {
 /// Runs `zhiban --json <args>` with the test password in the environment; its exit code and
 /// JSON lines.
 async fn zhiban_with_password(data_dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        zhiban(data_dir)
-            .env("ZHIBAN_PASSWORD", PASSWORD)
-            .args(args)
-            .stdout(Stdio::piped())
-            .output(),
-    )
-    .await
-    .expect("command finishes")
-    .expect("command runs");
-    let lines = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
-    (output.status.code().expect("exited"), lines)
+    let mut command = zhiban(data_dir);
+    command.env("ZHIBAN_PASSWORD", PASSWORD).args(args);
+    crate::cli_day::outcome_of(command).await
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ pub mod settings;
 pub mod sync;
 pub mod timeline;
 pub mod units;
+pub mod web;
 
 use std::future::Future;
 use std::ops::Deref;
@@ -123,7 +124,8 @@ pub fn router(state: AppState) -> Router {
         .merge(push::routes())
         .merge(alerts::routes())
         .merge(sync::routes())
-        .fallback(|| async { AppError::NotFound("no such route") })
+        .merge(web::routes())
+        .fallback(web::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         // Record data must not linger in a shared browser's or a proxy's cache, nor be
         // sniffed into something executable or framed by another site.

@@ -40,4 +40,5 @@ mod relay;
 #[path = "../support/samod_peer.rs"]
 mod samod_peer;
 mod tls;
+mod web;
 mod write_policy;

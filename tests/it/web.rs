@@ -1,0 +1,265 @@
+//! The phone app: how the server serves it, and scenarios in a real browser (Debian's
+//! chromium driven by playwright-core, `tests/js/web/*.mjs`) against the real server on port
+//! 0, each checked again through the server's API.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::helpers::{PASSWORD, TestApp, get, org, spawn_app};
+
+#[tokio::test]
+async fn the_app_is_served_without_shadowing_the_api() {
+    let app = spawn_app().await;
+    let fetch = |path: &'static str| {
+        let app = &app;
+        async move { app.http.get(app.url(path)).send().await.unwrap() }
+    };
+
+    let index = fetch("/").await;
+    assert_eq!(index.status(), 200);
+    assert_eq!(index.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    assert!(
+        index
+            .text()
+            .await
+            .unwrap()
+            .contains("<html lang=\"zh-CN\">")
+    );
+
+    for (path, content_type) in [
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/sw.js", "text/javascript; charset=utf-8"),
+        ("/automerge.wasm", "application/wasm"),
+        ("/manifest.webmanifest", "application/manifest+json"),
+    ] {
+        let answer = fetch(path).await;
+        assert_eq!(answer.status(), 200, "{path}");
+        assert_eq!(answer.headers()["content-type"], content_type, "{path}");
+        assert_eq!(answer.headers()["cache-control"], "no-cache", "{path}");
+    }
+    let wasm = fetch("/automerge.wasm").await.bytes().await.unwrap();
+    assert_eq!(&wasm[..4], b"\0asm");
+
+    // A page path the app routes itself gets the app; the API and /sync never do.
+    let deep = fetch("/incident/abc").await;
+    assert_eq!(deep.status(), 200);
+    assert_eq!(deep.headers()["content-type"], "text/html; charset=utf-8");
+    for path in ["/api/no-such-route", "/api", "/favicon.ico"] {
+        let answer = fetch(path).await;
+        assert_eq!(answer.status(), 404, "{path}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "no such route", "{path}");
+    }
+    let sync = fetch("/sync").await;
+    assert_ne!(sync.headers()["content-type"], "text/html; charset=utf-8");
+}
+
+/// Runs the browser scenario `name` against `app`; its JSON result.
+async fn scenario(app: &TestApp, name: &str, env: &[(&str, &str)]) -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix tests/js` before these tests"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "install Debian's chromium (apt-get install chromium fonts-noto-cjk)"
+    );
+    let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".to_owned());
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        Command::new(node)
+            .arg(dir.join("web").join(format!("{name}.mjs")))
+            .env("ZHIBAN_SERVER", app.url(""))
+            .env("ZHIBAN_PASSWORD", PASSWORD)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the scenario finishes")
+    .expect("node runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{name} said nothing:\n{stderr}"));
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("{name}: not JSON: {last}"))
+}
+
+#[tokio::test]
+async fn a_red_report_made_offline_reaches_the_server_and_a_colleagues_page() {
+    let app = spawn_app().await;
+    org(&app).await;
+    let result = scenario(
+        &app,
+        "offline_report",
+        &[("FIELD_USER", "anna"), ("COLLEAGUE_USER", "alice")],
+    )
+    .await;
+    let id = result["document_id"].as_str().expect("a document id");
+    assert_eq!(
+        result["colleague_title"],
+        "紧急：山体滑坡 G4 京港澳高速 1032 公里"
+    );
+
+    // The server holds it as anna's red report, with what she added offline.
+    let token = app.login("alice", "desk").await.access_token;
+    let incident = get(&app, &token, &format!("/api/incidents/{id}")).await;
+    assert_eq!(incident["grade"], "red", "{incident}");
+    assert_eq!(incident["category"], "山体滑坡");
+    assert_eq!(incident["location"], "G4 京港澳高速 1032 公里");
+}
+
+/// A browser scenario that talks with the test line by line (JSON both ways).
+struct Interactive {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Interactive {
+    fn start(app: &TestApp, name: &str, env: &[(&str, &str)]) -> Interactive {
+        use tokio::io::AsyncBufReadExt;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+        let node = std::env::var("NODE_BIN").unwrap_or_else(|_| "node".to_owned());
+        let mut child = Command::new(node)
+            .arg(dir.join("web").join(format!("{name}.mjs")))
+            .env("ZHIBAN_SERVER", app.url(""))
+            .env("ZHIBAN_PASSWORD", PASSWORD)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Interactive {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
+            .await
+            .expect("the scenario answers in time")
+            .unwrap()
+            .expect("the scenario ended early (see its stderr above)");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    async fn write(&mut self, value: &Value) {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{value}\n");
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+    }
+
+    async fn finish(mut self) -> Value {
+        let last = self.read().await;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the scenario exits")
+            .unwrap();
+        assert!(
+            status.success(),
+            "the scenario failed (see its stderr above)"
+        );
+        last
+    }
+}
+
+#[tokio::test]
+async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notification() {
+    let scene = crate::alerts::Scene::new().await;
+    let app = scene.app();
+    let mut leader = Interactive::start(app, "leader_push", &[("LEADER_USER", "cleared")]);
+    let page = leader.read().await;
+    // The page's own device subscribes at the stand-in push service.
+    let token = page["access_token"].as_str().unwrap();
+    let response = app
+        .http
+        .post(app.url("/api/push/subscriptions"))
+        .bearer_auth(token)
+        .json(&scene.receiver.subscribe("leader-phone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // A field officer's red report: the server pushes to the leader on duty.
+    let dir = tempfile::tempdir().unwrap();
+    let field = zhiban_client_core::Device::open(dir.path()).await.unwrap();
+    field
+        .login(&app.url(""), "anna", PASSWORD, "phone")
+        .await
+        .unwrap();
+    let incident = field
+        .urgent_report("山体滑坡", "G4 高速 K123", "两车被埋")
+        .await
+        .unwrap();
+    let sync = field.start_sync_with(zhiban_client_core::Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(300),
+    });
+    let push = scene.next().await;
+    assert_eq!(push.name, "leader-phone");
+    let payload = push.json();
+    let alert_id = payload["alert_id"].as_str().unwrap().to_owned();
+
+    leader
+        .write(&serde_json::json!({"deliver": payload, "tap": "ack"}))
+        .await;
+    let shown = leader.read().await["shown"].clone();
+    assert!(
+        shown["title"].as_str().unwrap().contains("G4 高速 K123"),
+        "{shown}"
+    );
+    assert_eq!(shown["tag"], format!("alert-{alert_id}"));
+    assert_eq!(shown["requireInteraction"], true, "red stays until handled");
+    assert_eq!(shown["actions"][0]["action"], "ack");
+    assert_eq!(shown["actions"][0]["title"], "确认 / Acknowledge");
+    assert_eq!(shown["data"]["document_id"], incident.to_string());
+
+    // The tap acknowledged it on the server: the leader's ack, and no repeats.
+    let leader_id = app.login("cleared", "desk").await.user_id;
+    let mut acknowledged = Value::Null;
+    for _ in 0..100 {
+        let alert = get(app, token, &format!("/api/alerts/{alert_id}")).await;
+        if !alert["acknowledged_at"].is_null() {
+            acknowledged = alert;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        acknowledged["acknowledged_by"],
+        leader_id.as_str(),
+        "{acknowledged}"
+    );
+    scene.clock.advance(Duration::from_secs(10 * 60));
+    scene
+        .receiver
+        .expect_none(Duration::from_millis(1500))
+        .await;
+
+    leader.write(&serde_json::json!({"done": true})).await;
+    leader.finish().await;
+    sync.stop().await;
+}

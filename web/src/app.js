@@ -1,0 +1,470 @@
+// The app: login, then tabs by what the user does on duty. Records are automerge documents
+// on the phone (sync.js); alerts, timeliness and who is on duty come from the server's API
+// when there is a network. Text from records only ever enters the page as text nodes.
+import * as session from "./api.js";
+import { api, ApiError } from "./api.js";
+import * as sync from "./sync.js";
+import { t, ago, switchLanguage } from "./i18n.js";
+
+const main = document.getElementById("main");
+const tabs = document.getElementById("tabs");
+const net = document.getElementById("net");
+const MINE_KEY = "zhiban.mine";
+
+/** A DOM element: `h("button", {onclick}, "text", child…)`. */
+function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(element.dataset, value);
+    else element.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+function mine() {
+  return JSON.parse(localStorage.getItem(MINE_KEY) || "[]");
+}
+
+function gradeName(grade) {
+  return grade ? t(grade) : "";
+}
+
+// ---- shell ----------------------------------------------------------------------------------
+
+const TABS = [
+  ["report", "tab_report"],
+  ["alerts", "tab_alerts"],
+  ["incidents", "tab_incidents"],
+  ["duty", "tab_duty"],
+  ["me", "tab_me"],
+];
+
+function route() {
+  const [name, arg] = location.hash.replace(/^#\/?/, "").split("/");
+  return { name: name || defaultTab(), arg: arg ? decodeURIComponent(arg) : undefined };
+}
+
+function defaultTab() {
+  return session.current()?.role === "leader" ? "alerts" : "report";
+}
+
+function renderTabs() {
+  const { name } = route();
+  tabs.replaceChildren(
+    ...TABS.map(([id, label]) =>
+      h("button", { type: "button", "aria-current": id === name ? "page" : undefined, onclick: () => go(id) }, t(label)),
+    ),
+  );
+}
+
+function go(name, arg) {
+  location.hash = arg ? `#/${name}/${encodeURIComponent(arg)}` : `#/${name}`;
+}
+
+function renderNet() {
+  const online = sync.connected();
+  net.dataset.state = online ? "online" : "offline";
+  net.textContent = online ? t("online") : t("offline");
+}
+
+let rendering = 0;
+async function render() {
+  document.getElementById("lang").textContent = t("language");
+  if (!session.current()) {
+    tabs.replaceChildren();
+    return renderLogin();
+  }
+  renderTabs();
+  renderNet();
+  const ticket = ++rendering;
+  const { name, arg } = route();
+  const view = { report: reportView, alerts: alertsView, incidents: incidentsView, incident: incidentView, duty: dutyView, me: meView }[name] ?? reportView;
+  try {
+    const content = await view(arg);
+    if (ticket === rendering) main.replaceChildren(content);
+  } catch (error) {
+    if (ticket === rendering) main.replaceChildren(h("p", { class: "error" }, `${t("error")}: ${error.message}`));
+  }
+}
+
+// ---- login ----------------------------------------------------------------------------------
+
+function renderLogin(message, needsNewPassword) {
+  const username = h("input", { name: "username", autocomplete: "username", required: true });
+  const password = h("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const newPassword = needsNewPassword
+    ? h("input", { name: "new_password", type: "password", autocomplete: "new-password", required: true })
+    : null;
+  const form = h(
+    "form",
+    {
+      onsubmit: async event => {
+        event.preventDefault();
+        try {
+          await session.login(username.value.trim(), password.value, newPassword?.value);
+          await startSession();
+          go(defaultTab());
+          await render();
+        } catch (error) {
+          if (error instanceof ApiError && error.status === 428) return renderLogin(t("password_change"), true);
+          const text = error.status === 401 ? t("wrong_password") : error.status === 403 ? (/revoked/.test(error.message) ? t("revoked") : t("disabled")) : error.message;
+          renderLogin(text, needsNewPassword);
+        }
+      },
+    },
+    h("h1", {}, t("login")),
+    message ? h("p", { class: "error", role: "alert" }, message) : null,
+    h("label", {}, t("username")),
+    username,
+    h("label", {}, t("password")),
+    password,
+    newPassword ? [h("label", {}, t("new_password")), newPassword] : null,
+    h("p", {}, h("button", { class: "primary", type: "submit" }, t("login"))),
+  );
+  main.replaceChildren(form);
+}
+
+// ---- field: the red button --------------------------------------------------------------------
+
+async function urgentReport() {
+  const me = session.current();
+  const now = Date.now();
+  const handle = await sync.create({
+    type: "incident",
+    schema: 1,
+    grade: "red",
+    urgent: true,
+    title: `${t("sos")} ${new Date(now).toLocaleString()}`,
+    category: "",
+    location: "",
+    known_at: now,
+    reported_at: now,
+    reported_by: me.user_id,
+    device: me.device_id,
+    unit: me.unit_id,
+    classification: "plain",
+    notes: [],
+    reports: [{ kind: "first", at: now, by: me.user_id, text: t("sos") }],
+  });
+  localStorage.setItem(MINE_KEY, JSON.stringify([{ url: handle.url, at: now }, ...mine()]));
+  // The report is saved already; the location follows if the phone gives one.
+  if ("geolocation" in navigator) {
+    navigator.geolocation.getCurrentPosition(
+      position => {
+        const { latitude, longitude } = position.coords;
+        sync.change(handle, doc => {
+          doc.location = `${latitude.toFixed(5)},${longitude.toFixed(5)}`;
+        });
+      },
+      () => {},
+      { timeout: 10000, maximumAge: 60000 },
+    );
+  }
+  go("report", handle.url);
+}
+
+async function reportView(url) {
+  const list = h("div", { id: "my-reports" });
+  const sos = h("button", { class: "sos", type: "button", id: "sos", onclick: urgentReport }, t("sos"));
+  const parts = [sos, h("p", { class: "muted" }, t("sos_hint"))];
+  if (url) parts.push(await reportForm(url));
+  parts.push(h("h2", {}, t("my_reports")), list);
+  const entries = mine();
+  if (entries.length === 0) list.append(h("p", { class: "muted" }, t("no_reports")));
+  for (const { url: entry } of entries.slice(0, 20)) list.append(await recordCard(entry));
+  return h("section", {}, parts);
+}
+
+async function reportForm(url) {
+  const handle = await sync.find(url);
+  const doc = handle.doc();
+  const field = (name, label, multiline) => {
+    const input = multiline ? h("textarea", { name }) : h("input", { name });
+    input.value = doc[name] ?? "";
+    return [h("label", {}, label), input];
+  };
+  const [categoryLabel, category] = field("category", t("category"));
+  const [locationLabel, place] = field("location", t("location"));
+  const [casualtiesLabel, casualties] = field("casualties", t("casualties"));
+  const note = h("textarea", { name: "note" });
+  const saved = h("span", { class: "muted", role: "status" });
+  const appendReport = kind => async () => {
+    await sync.change(handle, d => {
+      d.reports ??= [];
+      d.reports.push({ kind, at: Date.now(), by: session.current().user_id, text: note.value || t(kind === "final" ? "final" : "follow_up") });
+      if (kind === "final") d.status = "closed";
+    });
+    note.value = "";
+    saved.textContent = t("saved");
+  };
+  return h(
+    "form",
+    {
+      class: "card",
+      dataset: { grade: doc.grade },
+      onsubmit: async event => {
+        event.preventDefault();
+        await sync.change(handle, d => {
+          d.category = category.value.trim();
+          d.location = place.value.trim();
+          d.casualties = casualties.value.trim();
+          if (category.value.trim()) d.title = `${t("urgent")}：${category.value.trim()} ${place.value.trim()}`.trim();
+          if (note.value.trim()) {
+            d.notes ??= [];
+            d.notes.push({ at: Date.now(), by: session.current().user_id, text: note.value.trim() });
+          }
+        });
+        note.value = "";
+        saved.textContent = t("saved");
+      },
+    },
+    categoryLabel,
+    category,
+    locationLabel,
+    place,
+    casualtiesLabel,
+    casualties,
+    h("label", {}, t("note")),
+    note,
+    h(
+      "p",
+      { class: "row" },
+      h("button", { class: "primary", type: "submit" }, t("save")),
+      h("button", { type: "button", onclick: appendReport("follow_up") }, t("follow_up")),
+      h("button", { type: "button", onclick: appendReport("final") }, t("final")),
+      saved,
+    ),
+  );
+}
+
+function deliveryBadge(handle) {
+  const state = sync.delivery(handle);
+  return h("span", { class: "badge delivery", dataset: { state, document: handle.documentId } }, t(state === "received" ? "received" : "saved_local"));
+}
+
+async function recordCard(url) {
+  const handle = await sync.find(url);
+  const doc = handle.doc() ?? {};
+  return h(
+    "div",
+    { class: "card record", dataset: { grade: doc.grade, document: handle.documentId }, onclick: () => go("incident", handle.documentId) },
+    h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: doc.grade } }, gradeName(doc.grade)), h("span", { class: "title" }, doc.title ?? "")),
+    h("div", { class: "row muted" }, doc.location || "", doc.reported_at ? ago(doc.reported_at) : "", deliveryBadge(handle)),
+  );
+}
+
+// ---- leader: alerts -------------------------------------------------------------------------
+
+async function alertsView() {
+  const { alerts } = await api("GET", "/api/alerts?open=true&mine=true");
+  const section = h("section", {}, h("h1", {}, t("alerts")));
+  if (alerts.length === 0) section.append(h("p", { class: "muted" }, t("no_alerts")));
+  for (const alert of alerts) {
+    section.append(
+      h(
+        "div",
+        { class: "card alert", dataset: { grade: alert.grade, alert: alert.id } },
+        h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: alert.grade } }, gradeName(alert.grade)), h("span", { class: "title" }, alert.classified ? t("classified") : alert.title)),
+        h("div", { class: "muted" }, ago(alert.created_at)),
+        h(
+          "p",
+          { class: "row" },
+          h("button", { class: "primary ack", type: "button", onclick: () => acknowledge(alert.id) }, t("acknowledge")),
+          alert.document_id ? h("button", { type: "button", onclick: () => go("incident", alert.document_id) }, t("timeline")) : null,
+        ),
+      ),
+    );
+  }
+  return section;
+}
+
+async function acknowledge(alertId) {
+  await api("POST", `/api/alerts/${alertId}/ack`, {});
+  await render();
+}
+
+// ---- incidents ------------------------------------------------------------------------------
+
+let catalogEntries = new Set();
+
+async function incidentsView() {
+  const section = h("section", {}, h("h1", {}, t("incidents")));
+  const ids = [...catalogEntries];
+  if (ids.length === 0) section.append(h("p", { class: "muted" }, t("no_incidents")));
+  const cards = await Promise.all(ids.map(id => recordCard(`automerge:${id}`).catch(() => null)));
+  section.append(...cards.filter(Boolean).filter(card => card.dataset.grade || true));
+  return section;
+}
+
+async function incidentView(documentId) {
+  const handle = await sync.find(`automerge:${documentId}`);
+  const doc = handle.doc() ?? {};
+  const section = h(
+    "section",
+    {},
+    h("p", {}, h("button", { class: "link", type: "button", onclick: () => history.back() }, t("back"))),
+    h("h1", {}, doc.title ?? ""),
+    h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: doc.grade } }, gradeName(doc.grade)), deliveryBadge(handle)),
+    h("p", {}, `${t("location")}: ${doc.location || "—"}`),
+    doc.casualties ? h("p", {}, `${t("casualties")}: ${doc.casualties}`) : null,
+    h("h2", {}, t("first_report")),
+    h("ul", { class: "timeline" }, (doc.reports ?? []).map(report => h("li", {}, `${t(report.kind === "first" ? "first_report" : report.kind)} · ${report.text ?? ""}`))),
+  );
+  try {
+    const view = await api("GET", `/api/incidents/${documentId}`);
+    const timeliness = view.timeliness ?? {};
+    if (timeliness.first_report_due_at) {
+      section.append(h("p", { class: "muted" }, `${t("first_due")}: ${new Date(timeliness.first_report_due_at).toLocaleTimeString()}${timeliness.first_report_minutes_late ? ` (${t("late")})` : ""}`));
+    }
+    if (timeliness.next_follow_up_due_at) {
+      section.append(h("p", { class: "muted" }, `${t("followup_due")}: ${new Date(timeliness.next_follow_up_due_at).toLocaleTimeString()}`));
+    }
+    section.append(h("h2", {}, t("instructions")), h("ul", { class: "timeline" }, (view.instructions ?? []).map(item => h("li", {}, item.text))));
+    section.append(h("h2", {}, t("timeline")), h("ul", { class: "timeline" }, (view.timeline ?? []).map(event => h("li", {}, `${new Date(event.at).toLocaleTimeString()} ${t(`event_${event.event}`)}`))));
+  } catch {
+    // Offline: what the phone holds is shown above.
+  }
+  return section;
+}
+
+// ---- duty -----------------------------------------------------------------------------------
+
+async function dutyView() {
+  const me = session.current();
+  const section = h("section", {}, h("h1", {}, t("on_duty")));
+  try {
+    const oncall = await api("GET", `/api/oncall?unit=${encodeURIComponent(me.unit_id)}`);
+    const names = people => (people.length ? people.map(person => person.name).join("、") : t("nobody"));
+    if (oncall.shifts.length === 0) section.append(h("p", { class: "muted" }, t("nobody")));
+    for (const shift of oncall.shifts) {
+      section.append(
+        h(
+          "div",
+          { class: "card shift" },
+          h("div", { class: "muted" }, `${new Date(shift.start).toLocaleString()} – ${new Date(shift.end).toLocaleString()}`),
+          h("p", {}, `${t("leader_on_duty")}: ${names(shift.leader ? [shift.leader] : [])}`),
+          h("p", {}, `${t("officer_on_duty")}: ${names(shift.officers)}`),
+        ),
+      );
+    }
+  } catch (error) {
+    section.append(h("p", { class: "muted" }, error.message));
+  }
+  return section;
+}
+
+// ---- me -------------------------------------------------------------------------------------
+
+let pushState = "push_off";
+
+async function meView() {
+  const me = session.current();
+  return h(
+    "section",
+    {},
+    h("h1", {}, me.username),
+    h("p", {}, t(`role_${me.role}`)),
+    h("p", {}, `${t("push")}: `, h("span", { id: "push-state" }, t(pushState))),
+    h("p", {}, h("button", { type: "button", onclick: async () => { await sync.stop(); await session.logout(); await render(); } }, t("logout"))),
+  );
+}
+
+// ---- push -----------------------------------------------------------------------------------
+
+async function subscribePush(registration) {
+  if (!("PushManager" in window)) {
+    pushState = "push_unavailable";
+    return;
+  }
+  try {
+    const { key } = await api("GET", "/api/push/vapid-public-key");
+    const existing = await registration.pushManager.getSubscription();
+    const subscription =
+      existing ??
+      (await Promise.race([
+        registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("push service unreachable")), 10000)),
+      ]));
+    await api("POST", "/api/push/subscriptions", subscription.toJSON());
+    pushState = "push_on";
+  } catch {
+    pushState = "push_unavailable";
+  }
+}
+
+// The service worker has no session: what needs one (acknowledge, receipts) it asks of the page.
+async function onWorkerMessage(event) {
+  const { type, alert_id: alertId, document_id: documentId } = event.data ?? {};
+  try {
+    if (type === "ack") await api("POST", `/api/alerts/${alertId}/ack`, {});
+    if (type === "receipt") await api("POST", `/api/alerts/${alertId}/receipt`, {});
+    if (type === "open" && documentId) go("incident", documentId);
+  } catch (error) {
+    console.warn("zhiban: cannot", type, error);
+  }
+  if (type === "push" || type === "ack") render();
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+async function startSession() {
+  const me = session.current();
+  await sync.start(me);
+  sync.onSync(event => {
+    renderNet();
+    if (event.type === "sync" || event.type === "created") refreshBadges(event.documentId);
+  });
+  let units = JSON.parse(localStorage.getItem("zhiban.units") || "[]");
+  try {
+    units = await api("GET", "/api/units");
+    localStorage.setItem("zhiban.units", JSON.stringify(units));
+  } catch {
+    // Offline: the units known from the last visit.
+  }
+  const catalogs = units.flatMap(unit => [unit.catalog, unit.classified_catalog].filter(Boolean));
+  sync.follow(catalogs, ids => {
+    const before = catalogEntries.size;
+    for (const id of ids) catalogEntries.add(id);
+    if (catalogEntries.size !== before && route().name === "incidents") render();
+  });
+  // Not awaited: a phone without a service worker or a push service still works.
+  if ("serviceWorker" in navigator) navigator.serviceWorker.ready.then(subscribePush);
+}
+
+function refreshBadges(documentId) {
+  for (const badge of document.querySelectorAll(`.delivery[data-document="${documentId}"]`)) {
+    sync.find(`automerge:${documentId}`).then(handle => badge.replaceWith(deliveryBadge(handle)));
+  }
+}
+
+async function boot() {
+  document.getElementById("lang").addEventListener("click", () => {
+    switchLanguage();
+    render();
+  });
+  window.addEventListener("hashchange", render);
+  window.addEventListener("zhiban:logged-out", () => sync.stop().then(render));
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(error => console.warn("zhiban: no service worker", error));
+    navigator.serviceWorker.addEventListener("message", onWorkerMessage);
+  }
+  if (session.current()) await startSession();
+  const pending = new URLSearchParams(location.search).get("ack");
+  if (pending && session.current()) {
+    history.replaceState(null, "", "/#/alerts");
+    await api("POST", `/api/alerts/${pending}/ack`, {}).catch(() => {});
+  }
+  await render();
+  // Alerts change on the server: look again now and then while the page is open.
+  setInterval(() => {
+    if (session.current() && route().name === "alerts" && document.visibilityState === "visible") render();
+  }, 15000);
+}
+
+boot();

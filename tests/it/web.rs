@@ -187,7 +187,9 @@ impl Interactive {
 
 #[tokio::test]
 async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notification() {
-    let scene = crate::alerts::Scene::new().await;
+    let mut scene = crate::alerts::Scene::new().await;
+    // The leader's own desk, for a classified report later.
+    let (desk, desk_sync) = scene.device("cleared").await;
     let app = scene.app();
     let mut leader = Interactive::start(app, "leader_push", &[("LEADER_USER", "cleared")]);
     let page = leader.read().await;
@@ -259,7 +261,83 @@ async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notifi
         .expect_none(Duration::from_millis(1500))
         .await;
 
+    // A classified red report: the phone says only that something needs the leader (D18).
+    let now = scene.clock.now_ms();
+    let (secret, _) = desk
+        .create_record(&serde_json::json!({
+            "type": "incident", "schema": 1, "grade": "red", "title": "绝密：水库大坝出现裂缝",
+            "category": "水利", "location": "一号水库", "known_at": now, "reported_at": now,
+            "reported_by": leader_id, "classification": "classified",
+        }))
+        .await
+        .unwrap();
+    let push = scene.next().await;
+    assert_eq!(push.name, "leader-phone");
+    let payload = push.json();
+    assert_eq!(payload["classified"], true, "{payload}");
+    leader.write(&serde_json::json!({"deliver": payload})).await;
+    let shown = leader.read().await["shown"].clone();
+    assert_eq!(shown["title"], "涉密事项 / Classified matter", "{shown}");
+    let text = shown.to_string();
+    for secret_word in ["水库", "裂缝", "一号", &secret.to_string()] {
+        assert!(!text.contains(secret_word), "{secret_word} in {text}");
+    }
+
     leader.write(&serde_json::json!({"done": true})).await;
     leader.finish().await;
     sync.stop().await;
+    desk_sync.stop().await;
+}
+
+#[tokio::test]
+async fn a_leaders_instruction_reaches_the_officers_page_and_alerts_them() {
+    let mut scene = crate::alerts::Scene::new().await;
+    // A red report from the field, on the server.
+    let (field, sync) = scene.device("anna").await;
+    let incident = field
+        .urgent_report("山体滑坡", "G4 高速 K123", "两车被埋")
+        .await
+        .unwrap();
+    field
+        .wait_received(&incident, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+
+    let app = scene.app();
+    let incident = incident.to_string();
+    let result = scenario(
+        app,
+        "instruction",
+        &[
+            ("LEADER_USER", "cleared"),
+            ("OFFICER_USER", "alice"),
+            ("INCIDENT", &incident),
+        ],
+    )
+    .await;
+    assert_eq!(
+        result["addressee"], "艾丽斯",
+        "the officer on duty, by name"
+    );
+
+    // On the server: the leader's instruction to alice, and alice's alert.
+    let token = app.login("alice", "desk").await.access_token;
+    let view = get(app, &token, &format!("/api/incidents/{incident}")).await;
+    let instruction = &view["instructions"][0];
+    assert_eq!(
+        instruction["text"], "立即组织群众疏散，30 分钟内续报",
+        "{view}"
+    );
+    let alice = app.login("alice", "desk").await.user_id;
+    assert_eq!(instruction["to"], alice.as_str(), "{view}");
+    let alerts = get(app, &token, "/api/alerts?open=true&mine=true").await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|alert| alert["kind"] == "instruction"),
+        "{alerts}"
+    );
 }

@@ -302,20 +302,44 @@ async function incidentsView() {
   return section;
 }
 
+let watched = null;
+
+/** Re-renders the incident on screen whenever its document changes (a colleague's edit). */
+function watch(handle) {
+  if (watched?.handle === handle) return;
+  watched?.handle.off("change", watched.listener);
+  const listener = () => {
+    // Not while someone types on this screen: their text would go.
+    if (document.activeElement?.matches?.("input, textarea, select")) return;
+    if (route().name === "incident" && route().arg === handle.documentId) render();
+  };
+  handle.on("change", listener);
+  watched = { handle, listener };
+}
+
 async function incidentView(documentId) {
   const handle = await sync.find(`automerge:${documentId}`);
+  watch(handle);
   const doc = handle.doc() ?? {};
+  const me = session.current();
   const section = h(
     "section",
-    {},
+    { class: "incident", dataset: { document: documentId } },
     h("p", {}, h("button", { class: "link", type: "button", onclick: () => history.back() }, t("back"))),
     h("h1", {}, doc.title ?? ""),
     h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: doc.grade } }, gradeName(doc.grade)), deliveryBadge(handle)),
     h("p", {}, `${t("location")}: ${doc.location || "—"}`),
     doc.casualties ? h("p", {}, `${t("casualties")}: ${doc.casualties}`) : null,
-    h("h2", {}, t("first_report")),
+    h("h2", {}, t("reports")),
     h("ul", { class: "timeline" }, (doc.reports ?? []).map(report => h("li", {}, `${t(report.kind === "first" ? "first_report" : report.kind)} · ${report.text ?? ""}`))),
+    h("h2", {}, t("instructions")),
+    h(
+      "ul",
+      { class: "timeline instructions" },
+      (doc.instructions ?? []).map(item => h("li", { class: "instruction" }, item.text, item.done ? ` ✓` : "")),
+    ),
   );
+  let people = [];
   try {
     const view = await api("GET", `/api/incidents/${documentId}`);
     const timeliness = view.timeliness ?? {};
@@ -325,12 +349,43 @@ async function incidentView(documentId) {
     if (timeliness.next_follow_up_due_at) {
       section.append(h("p", { class: "muted" }, `${t("followup_due")}: ${new Date(timeliness.next_follow_up_due_at).toLocaleTimeString()}`));
     }
-    section.append(h("h2", {}, t("instructions")), h("ul", { class: "timeline" }, (view.instructions ?? []).map(item => h("li", {}, item.text))));
     section.append(h("h2", {}, t("timeline")), h("ul", { class: "timeline" }, (view.timeline ?? []).map(event => h("li", {}, `${new Date(event.at).toLocaleTimeString()} ${t(`event_${event.event}`)}`))));
+    if (me.role === "leader") {
+      const oncall = await api("GET", `/api/oncall?unit=${encodeURIComponent(view.unit_id)}`);
+      people = oncall.shifts.flatMap(shift => [...shift.officers, ...shift.backup_officers]).filter(person => person.user_id);
+    }
   } catch {
     // Offline: what the phone holds is shown above.
   }
+  if (me.role === "leader") section.append(instructionForm(handle, people));
   return section;
+}
+
+/** 批示: a leader's instruction to a named officer, who is alerted (D14). */
+function instructionForm(handle, people) {
+  const to = h("select", { name: "to", required: true }, people.map(person => h("option", { value: person.user_id }, person.name)));
+  const text = h("textarea", { name: "instruction", required: true });
+  return h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async event => {
+        event.preventDefault();
+        if (!to.value || !text.value.trim()) return;
+        await sync.change(handle, doc => {
+          doc.instructions ??= [];
+          doc.instructions.push({ by: session.current().user_id, to: to.value, at: Date.now(), text: text.value.trim(), steps: [], done: false });
+        });
+        text.value = "";
+      },
+    },
+    h("h2", {}, t("write_instruction")),
+    h("label", {}, t("to_officer")),
+    to,
+    h("label", {}, t("instruction_text")),
+    text,
+    h("p", {}, h("button", { class: "primary", type: "submit" }, t("send"))),
+  );
 }
 
 // ---- duty -----------------------------------------------------------------------------------

@@ -341,3 +341,28 @@ async fn a_leaders_instruction_reaches_the_officers_page_and_alerts_them() {
         "{alerts}"
     );
 }
+
+#[tokio::test]
+async fn every_main_screen_renders_in_chinese_on_a_phone() {
+    let scene = crate::alerts::Scene::new().await;
+    let out = tempfile::tempdir().unwrap();
+    // `ZHIBAN_SCREENSHOTS=docs/screenshots` refreshes the README's pictures.
+    let dir = match std::env::var("ZHIBAN_SCREENSHOTS") {
+        Ok(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
+        Err(_) => out.path().to_owned(),
+    };
+    let result = scenario(
+        scene.app(),
+        "screens",
+        &[
+            ("FIELD_USER", "anna"),
+            ("LEADER_USER", "cleared"),
+            ("SCREENSHOT_DIR", dir.to_str().unwrap()),
+        ],
+    )
+    .await;
+    for screen in result["screens"].as_array().unwrap() {
+        let png = std::fs::read(dir.join(format!("{}.png", screen.as_str().unwrap()))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+}

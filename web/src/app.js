@@ -328,8 +328,9 @@ async function incidentView(documentId) {
     h("p", {}, h("button", { class: "link", type: "button", onclick: () => history.back() }, t("back"))),
     h("h1", {}, doc.title ?? ""),
     h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: doc.grade } }, gradeName(doc.grade)), deliveryBadge(handle)),
-    h("p", {}, `${t("location")}: ${doc.location || "—"}`),
-    doc.casualties ? h("p", {}, `${t("casualties")}: ${doc.casualties}`) : null,
+    h("p", {}, `${t("location")}${t("colon")}${doc.location || "—"}`),
+    doc.casualties ? h("p", {}, `${t("casualties")}${t("colon")}${doc.casualties}`) : null,
+    h("div", { class: "timeliness" }),
     h("h2", {}, t("reports")),
     h("ul", { class: "timeline" }, (doc.reports ?? []).map(report => h("li", {}, `${t(report.kind === "first" ? "first_report" : report.kind)} · ${report.text ?? ""}`))),
     h("h2", {}, t("instructions")),
@@ -343,11 +344,13 @@ async function incidentView(documentId) {
   try {
     const view = await api("GET", `/api/incidents/${documentId}`);
     const timeliness = view.timeliness ?? {};
+    const due = section.querySelector(".timeliness");
     if (timeliness.first_report_due_at) {
-      section.append(h("p", { class: "muted" }, `${t("first_due")}: ${new Date(timeliness.first_report_due_at).toLocaleTimeString()}${timeliness.first_report_minutes_late ? ` (${t("late")})` : ""}`));
+      const late = timeliness.first_report_minutes_late ? ` (${t("late")})` : "";
+      due.append(h("p", { class: "muted" }, `${t("first_due")}${t("colon")}${new Date(timeliness.first_report_due_at).toLocaleTimeString()}${late}`));
     }
     if (timeliness.next_follow_up_due_at) {
-      section.append(h("p", { class: "muted" }, `${t("followup_due")}: ${new Date(timeliness.next_follow_up_due_at).toLocaleTimeString()}`));
+      due.append(h("p", { class: "muted" }, `${t("followup_due")}${t("colon")}${new Date(timeliness.next_follow_up_due_at).toLocaleTimeString()}`));
     }
     section.append(h("h2", {}, t("timeline")), h("ul", { class: "timeline" }, (view.timeline ?? []).map(event => h("li", {}, `${new Date(event.at).toLocaleTimeString()} ${t(`event_${event.event}`)}`))));
     if (me.role === "leader") {
@@ -403,8 +406,8 @@ async function dutyView() {
           "div",
           { class: "card shift" },
           h("div", { class: "muted" }, `${new Date(shift.start).toLocaleString()} – ${new Date(shift.end).toLocaleString()}`),
-          h("p", {}, `${t("leader_on_duty")}: ${names(shift.leader ? [shift.leader] : [])}`),
-          h("p", {}, `${t("officer_on_duty")}: ${names(shift.officers)}`),
+          h("p", {}, `${t("leader_on_duty")}${t("colon")}${names(shift.leader ? [shift.leader] : [])}`),
+          h("p", {}, `${t("officer_on_duty")}${t("colon")}${names(shift.officers)}`),
         ),
       );
     }
@@ -425,7 +428,7 @@ async function meView() {
     {},
     h("h1", {}, me.username),
     h("p", {}, t(`role_${me.role}`)),
-    h("p", {}, `${t("push")}: `, h("span", { id: "push-state" }, t(pushState))),
+    h("p", {}, `${t("push")}${t("colon")}`, h("span", { id: "push-state" }, t(pushState))),
     h("p", {}, h("button", { type: "button", onclick: async () => { await sync.stop(); await session.logout(); await render(); } }, t("logout"))),
   );
 }

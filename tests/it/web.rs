@@ -366,3 +366,55 @@ async fn every_main_screen_renders_in_chinese_on_a_phone() {
         assert_eq!(&png[1..4], b"PNG");
     }
 }
+
+#[tokio::test]
+async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures() {
+    let mut scene = crate::alerts::Scene::new().await;
+    let (field, sync) = scene.device("anna").await;
+    let incident = field
+        .urgent_report("洪水", "河堤三号段", "水位上涨")
+        .await
+        .unwrap();
+    field
+        .wait_received(&incident, Duration::from_secs(20))
+        .await
+        .unwrap();
+    sync.stop().await;
+    let app = scene.app();
+    let incident = incident.to_string();
+    let result = scenario(
+        app,
+        "duty_room",
+        &[
+            ("OUTGOING_USER", "alice"),
+            ("INCOMING_USER", "cleared"),
+            ("INCIDENT", &incident),
+        ],
+    )
+    .await;
+    let handover = result["handover"].as_str().unwrap();
+
+    let token = app.login("alice", "desk").await.access_token;
+    let unit = &scene.org.unit_a;
+    let log = get(app, &token, &format!("/api/log?unit={unit}")).await;
+    let entries = log.as_array().expect("entries");
+    let call = entries
+        .iter()
+        .find(|entry| entry["content"] == "河水上涨，请求增派人员")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(call["incident"], incident.as_str(), "{call}");
+    assert_eq!(call["phone"], "0571-88001234");
+
+    let handovers = get(app, &token, &format!("/api/handovers?unit={unit}")).await;
+    let signed = handovers
+        .as_array()
+        .expect("handovers")
+        .iter()
+        .find(|row| row["document_id"] == handover)
+        .unwrap_or_else(|| panic!("{handovers}"));
+    let alice = app.login("alice", "desk").await.user_id;
+    let leader = app.login("cleared", "desk").await.user_id;
+    assert_eq!(signed["outgoing_by"], alice.as_str(), "{signed}");
+    assert_eq!(signed["incoming_by"], leader.as_str(), "{signed}");
+    assert_eq!(signed["open_items"], 2, "{signed}");
+}

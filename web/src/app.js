@@ -304,28 +304,45 @@ async function acknowledge(alertId) {
 
 let catalogEntries = new Set();
 
+/** A string field as written by any device: other clients (client-core, the CLI) write
+ * automerge scalar strings, which JavaScript reads as `ImmutableString` objects. */
+function text(value) {
+  return value === null || value === undefined ? value : String(value);
+}
+
+/** The unit's records of `type` the phone holds (from the catalogs), newest first. */
+async function recordsOf(type) {
+  const handles = await Promise.all([...catalogEntries].map(id => sync.find(`automerge:${id}`).catch(() => null)));
+  return handles
+    .filter(handle => text(handle?.doc()?.type) === type)
+    .sort((a, b) => (b.doc().reported_at ?? b.doc().shift_start ?? 0) - (a.doc().reported_at ?? a.doc().shift_start ?? 0));
+}
+
 async function incidentsView() {
   const section = h("section", {}, h("h1", {}, t("incidents")));
-  const ids = [...catalogEntries];
-  if (ids.length === 0) section.append(h("p", { class: "muted" }, t("no_incidents")));
-  const cards = await Promise.all(ids.map(id => recordCard(`automerge:${id}`).catch(() => null)));
-  section.append(...cards.filter(Boolean).filter(card => card.dataset.grade || true));
+  const incidents = await recordsOf("incident");
+  if (incidents.length === 0) section.append(h("p", { class: "muted" }, t("no_incidents")));
+  for (const handle of incidents) section.append(await recordCard(handle.url));
   return section;
 }
 
-let watched = null;
+/** Someone is typing on this screen: re-rendering now would lose their text. */
+function typing() {
+  return document.activeElement?.matches?.("input, textarea, select") ?? false;
+}
 
-/** Re-renders the incident on screen whenever its document changes (a colleague's edit). */
+const live = new WeakSet();
+let renderTimer = null;
+
+/** Re-renders the screen whenever `handle`'s document changes (a colleague's edit arrives). */
 function watch(handle) {
-  if (watched?.handle === handle) return;
-  watched?.handle.off("change", watched.listener);
-  const listener = () => {
-    // Not while someone types on this screen: their text would go.
-    if (document.activeElement?.matches?.("input, textarea, select")) return;
-    if (route().name === "incident" && route().arg === handle.documentId) render();
-  };
-  handle.on("change", listener);
-  watched = { handle, listener };
+  if (live.has(handle)) return;
+  live.add(handle);
+  handle.on("change", () => {
+    if (typing()) return;
+    clearTimeout(renderTimer);
+    renderTimer = setTimeout(render, 50);
+  });
 }
 
 async function incidentView(documentId) {
@@ -343,7 +360,7 @@ async function incidentView(documentId) {
     doc.casualties ? h("p", {}, `${t("casualties")}${t("colon")}${doc.casualties}`) : null,
     h("div", { class: "timeliness" }),
     h("h2", {}, t("reports")),
-    h("ul", { class: "timeline" }, (doc.reports ?? []).map(report => h("li", {}, `${t(report.kind === "first" ? "first_report" : report.kind)} · ${report.text ?? ""}`))),
+    h("ul", { class: "timeline" }, (doc.reports ?? []).map(report => h("li", {}, `${t(text(report.kind) === "first" ? "first_report" : text(report.kind))} · ${text(report.text) ?? ""}`))),
     h("h2", {}, t("instructions")),
     h(
       "ul",
@@ -425,7 +442,134 @@ async function dutyView() {
   } catch (error) {
     section.append(h("p", { class: "muted" }, error.message));
   }
+  section.append(await callForm(), await handoversPart());
   return section;
+}
+
+/** Today's duty log on this phone (one document a day, D6), made on first use. */
+async function todaysLog() {
+  const me = session.current();
+  const day = new Date().toLocaleDateString("sv"); // YYYY-MM-DD
+  const key = `zhiban.duty_log.${me.user_id}.${day}`;
+  const known = localStorage.getItem(key);
+  if (known) return sync.find(known);
+  const handle = await sync.create({ type: "duty_log", schema: 1, title: `值班日志 ${day}`, shift_start: Date.now(), entries: [] });
+  localStorage.setItem(key, handle.url);
+  return handle;
+}
+
+/** 记录来电: a call into today's duty log, attached to a case if it concerns one (D6). */
+async function callForm() {
+  const caller = h("input", { name: "caller_name" });
+  const phone = h("input", { name: "phone", type: "tel" });
+  const content = h("textarea", { name: "content", required: true });
+  const incidents = await recordsOf("incident");
+  const incident = h("select", { name: "incident" }, h("option", { value: "" }, "—"), incidents.map(handle => h("option", { value: handle.documentId }, handle.doc().title)));
+  const saved = h("span", { class: "muted", role: "status" });
+  const entries = h("ul", { class: "timeline calls" });
+  const known = localStorage.getItem(`zhiban.duty_log.${session.current().user_id}.${new Date().toLocaleDateString("sv")}`);
+  if (known) {
+    const log = await sync.find(known);
+    for (const entry of log.doc().entries ?? []) entries.append(h("li", { class: "call" }, `${new Date(entry.received_at).toLocaleTimeString()} ${entry.caller_name ?? ""} ${entry.content}`));
+  }
+  return h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async event => {
+        event.preventDefault();
+        if (!content.value.trim()) return;
+        const log = await todaysLog();
+        await sync.change(log, doc => {
+          doc.entries.push({
+            received_at: Date.now(),
+            caller_name: caller.value.trim() || null,
+            phone: phone.value.trim() || null,
+            content: content.value.trim(),
+            handler: session.current().user_id,
+            incident: incident.value || null,
+          });
+        });
+        saved.textContent = t("saved");
+        render();
+      },
+    },
+    h("h2", {}, t("log_call")),
+    h("label", {}, t("caller")),
+    caller,
+    h("label", {}, t("phone")),
+    phone,
+    h("label", {}, t("summary")),
+    content,
+    h("label", {}, t("attach_case")),
+    incident,
+    h("p", { class: "row" }, h("button", { class: "primary", type: "submit" }, t("save")), saved),
+    h("h2", {}, t("duty_log")),
+    entries,
+  );
+}
+
+/** 交接班: a handover with its pending items, signed by the outgoing and the incoming officer (D7). */
+async function handoversPart() {
+  const me = session.current();
+  const done = h("textarea", { name: "done" });
+  const pending = h("textarea", { name: "pending" });
+  const lines = text => text.split("\n").map(line => line.trim()).filter(Boolean);
+  const part = h(
+    "div",
+    {},
+    h("h2", {}, t("handover")),
+    h(
+      "form",
+      {
+        class: "card",
+        onsubmit: async event => {
+          event.preventDefault();
+          const now = Date.now();
+          await sync.create({
+            type: "handover",
+            schema: 1,
+            title: `交接班 ${new Date(now).toLocaleString()}`,
+            done: lines(done.value),
+            pending: lines(pending.value).map(text => ({ text, opened_at: now, opened_by: me.user_id, closed_at: null, closed_by: null })),
+            equipment: "",
+            previous: null,
+            signatures: { outgoing: null, incoming: null },
+          });
+          render();
+        },
+      },
+      h("label", {}, t("handover_done")),
+      done,
+      h("label", {}, t("handover_pending")),
+      pending,
+      h("p", {}, h("button", { class: "primary", type: "submit" }, t("handover_new"))),
+    ),
+  );
+  for (const handle of await recordsOf("handover")) {
+    watch(handle);
+    const doc = handle.doc();
+    const sign = side => async () => {
+      await sync.change(handle, d => {
+        d.signatures[side] = { by: me.user_id, at: Date.now() };
+      });
+      render();
+    };
+    const signature = side =>
+      doc.signatures?.[side]
+        ? h("span", { class: "badge signed", dataset: { side } }, `${t(`sign_${side}`)} ✓`)
+        : h("button", { type: "button", class: "sign", dataset: { side }, onclick: sign(side) }, t(`sign_${side}`));
+    part.append(
+      h(
+        "div",
+        { class: "card handover", dataset: { document: handle.documentId } },
+        h("div", { class: "title" }, doc.title),
+        h("ul", { class: "timeline" }, (doc.pending ?? []).map(item => h("li", { class: "pending" }, item.text, item.closed_at ? " ✓" : ""))),
+        h("p", { class: "row" }, signature("outgoing"), signature("incoming"), deliveryBadge(handle)),
+      ),
+    );
+  }
+  return part;
 }
 
 // ---- me -------------------------------------------------------------------------------------
@@ -500,7 +644,7 @@ async function startSession() {
   sync.follow(catalogs, ids => {
     const before = catalogEntries.size;
     for (const id of ids) catalogEntries.add(id);
-    if (catalogEntries.size !== before && route().name === "incidents") render();
+    if (catalogEntries.size !== before && ["incidents", "duty"].includes(route().name) && !typing()) render();
   });
   // Not awaited: a phone without a service worker or a push service still works.
   if ("serviceWorker" in navigator) navigator.serviceWorker.ready.then(subscribePush);

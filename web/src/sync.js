@@ -131,16 +131,24 @@ export function find(url) {
   return repo.find(url);
 }
 
-/** Every document the catalogs of the user's units list, as they arrive (live). */
-export async function follow(catalogIds, onEntries) {
-  for (const id of catalogIds) {
-    try {
-      const catalog = await repo.find(`automerge:${id}`);
-      const report = () => onEntries(Object.keys(catalog.doc()?.documents ?? {}));
-      catalog.on("change", report);
-      report();
-    } catch {
-      // Not on this phone yet and no server to ask: the list fills in once online.
+/** Every document the catalogs of the user's units list, as they arrive (live). A catalog
+ * not on the phone yet cannot be found before the server is connected (automerge-repo
+ * answers "unavailable" then): it is tried again each time the server connects. */
+export function follow(catalogIds, onEntries) {
+  const pending = new Set(catalogIds);
+  const attempt = () => {
+    for (const id of [...pending]) {
+      repo
+        .find(`automerge:${id}`)
+        .then(catalog => {
+          if (!pending.delete(id)) return;
+          const report = () => onEntries(Object.keys(catalog.doc()?.documents ?? {}));
+          catalog.on("change", report);
+          report();
+        })
+        .catch(() => {});
     }
-  }
+  };
+  repo.networkSubsystem.on("peer", attempt);
+  attempt();
 }

@@ -380,6 +380,32 @@ async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures
         .await
         .unwrap();
     sync.stop().await;
+    // Alice asks for leave from today's shift, with 王五 to stand in.
+    let (officer, officer_sync) = scene.device("alice").await;
+    let token = scene.app().login("alice", "desk").await.access_token;
+    let unit = scene.org.unit_a.clone();
+    let oncall = get(scene.app(), &token, &format!("/api/oncall?unit={unit}")).await;
+    let roster: zhiban_client_core::DocumentId = oncall["shifts"][0]["roster"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    crate::helpers::until_held(&officer, &roster).await;
+    officer
+        .request_swap(
+            &roster,
+            0,
+            true,
+            &serde_json::json!({"name": "王五"}),
+            "家中有事",
+        )
+        .await
+        .unwrap();
+    officer
+        .wait_received(&roster, Duration::from_secs(20))
+        .await
+        .unwrap();
+    officer_sync.stop().await;
     let app = scene.app();
     let incident = incident.to_string();
     let result = scenario(
@@ -394,8 +420,6 @@ async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures
     .await;
     let handover = result["handover"].as_str().unwrap();
 
-    let token = app.login("alice", "desk").await.access_token;
-    let unit = &scene.org.unit_a;
     let log = get(app, &token, &format!("/api/log?unit={unit}")).await;
     let entries = log.as_array().expect("entries");
     let call = entries
@@ -417,4 +441,14 @@ async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures
     assert_eq!(signed["outgoing_by"], alice.as_str(), "{signed}");
     assert_eq!(signed["incoming_by"], leader.as_str(), "{signed}");
     assert_eq!(signed["open_items"], 2, "{signed}");
+
+    // The leave approved on the leader's phone: 王五 is on duty instead of alice.
+    let oncall = get(app, &token, &format!("/api/oncall?unit={unit}")).await;
+    let officers: Vec<&str> = oncall["shifts"][0]["officers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|person| person["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(officers, ["王五"], "{oncall}");
 }

@@ -276,13 +276,18 @@ async function alertsView() {
     return section;
   }
   if (alerts.length === 0) section.append(h("p", { class: "muted" }, t("no_alerts")));
-  for (const alert of alerts) {
+  const [details, names] = await Promise.all([
+    Promise.all(alerts.map(alert => api("GET", `/api/alerts/${alert.id}`).catch(() => null))),
+    peopleNames(),
+  ]);
+  for (const [index, alert] of alerts.entries()) {
     section.append(
       h(
         "div",
         { class: "card alert", dataset: { grade: alert.grade, alert: alert.id } },
         h("div", { class: "row" }, h("span", { class: "grade", dataset: { grade: alert.grade } }, gradeName(alert.grade)), h("span", { class: "title" }, alert.classified ? t("classified") : alert.title)),
         h("div", { class: "muted" }, ago(alert.created_at)),
+        paged(details[index], names),
         h(
           "p",
           { class: "row" },
@@ -293,6 +298,37 @@ async function alertsView() {
     );
   }
   return section;
+}
+
+/** Names of the people on the unit's roster today, by user id (for "who else was paged"). */
+async function peopleNames() {
+  const names = new Map();
+  try {
+    const oncall = await api("GET", `/api/oncall?unit=${encodeURIComponent(session.current().unit_id)}`);
+    for (const shift of oncall.shifts) {
+      for (const person of [shift.leader, shift.backup_leader, ...shift.officers, ...shift.backup_officers]) {
+        if (person?.user_id) names.set(person.user_id, person.name);
+      }
+    }
+  } catch {
+    // No roster today: people are counted instead of named.
+  }
+  return names;
+}
+
+/** 已通知: everyone the alert's steps reached so far. */
+function paged(detail, names) {
+  const reached = new Set();
+  for (const event of detail?.timeline ?? []) {
+    if (event.event === "alert.step" || event.event === "alert.repeat") {
+      for (const user of event.detail?.targets ?? []) reached.add(user);
+    }
+  }
+  if (reached.size === 0) return null;
+  const named = [...reached].map(user => (user === session.current().user_id ? t("me") : names.get(user))).filter(Boolean);
+  const others = reached.size - named.length;
+  const list = named.join("、") + (others > 0 ? ` +${others}` : "");
+  return h("div", { class: "muted paged" }, `${t("paged")}${t("colon")}${list}`);
 }
 
 async function acknowledge(alertId) {
@@ -442,8 +478,50 @@ async function dutyView() {
   } catch (error) {
     section.append(h("p", { class: "muted" }, error.message));
   }
+  if (me.role === "leader") section.append(await requestsPart());
   section.append(await callForm(), await handoversPart());
   return section;
+}
+
+/** Swap and leave requests waiting for a leader of the unit: approve or reject (D4). */
+async function requestsPart() {
+  const part = h("div", {}, h("h2", {}, t("requests")));
+  let waiting = 0;
+  for (const roster of await recordsOf("roster")) {
+    watch(roster);
+    const doc = roster.doc();
+    for (const [index, request] of (doc.requests ?? []).entries()) {
+      if (text(request.status) !== "pending") continue;
+      waiting += 1;
+      const shift = doc.shifts?.[request.shift];
+      const decide = status => () =>
+        sync.change(roster, d => {
+          const target = d.requests[index];
+          // Ours even if the same word was there: the server trusts who wrote `status`.
+          delete target.status;
+          target.status = status;
+          target.decided_by = session.current().user_id;
+          target.decided_at = Date.now();
+        });
+      part.append(
+        h(
+          "div",
+          { class: "card request", dataset: { roster: roster.documentId, index } },
+          h("div", { class: "title" }, `${t(text(request.kind) === "leave" ? "leave" : "swap")} · ${shift ? new Date(shift.start).toLocaleString() : ""}`),
+          h("p", {}, `${t("substitute")}${t("colon")}${text(request.substitute?.name) ?? ""}`),
+          request.reason ? h("p", { class: "muted" }, text(request.reason)) : null,
+          h(
+            "p",
+            { class: "row" },
+            h("button", { class: "primary approve", type: "button", onclick: decide("approved") }, t("approve")),
+            h("button", { class: "reject", type: "button", onclick: decide("rejected") }, t("reject")),
+          ),
+        ),
+      );
+    }
+  }
+  if (waiting === 0) part.append(h("p", { class: "muted" }, t("no_requests")));
+  return part;
 }
 
 /** Today's duty log on this phone (one document a day, D6), made on first use. */

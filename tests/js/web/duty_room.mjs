@@ -1,6 +1,7 @@
 // The duty room on two phones: the officer logs a call and attaches it to the incident it
 // concerns (D6); writes a handover with its pending items and signs it as the outgoing
-// officer; the incoming colleague sees it on their own page and signs too (D7).
+// officer; the incoming colleague sees it on their own page and signs too (D7); the leader
+// approves a leave request (D4).
 import { check, phone, run, server } from "./browser.mjs";
 
 await run(async browser => {
@@ -50,5 +51,12 @@ await run(async browser => {
   await page.waitForSelector(`${theirs} .signed[data-side="incoming"]`, { timeout: 30000 });
   await page.waitForSelector(`${theirs} .delivery[data-state="received"]`, { timeout: 30000 });
   await incoming.page.waitForSelector(`${theirs} .delivery[data-state="received"]`, { timeout: 30000 });
+
+  // The leader (the incoming officer here) decides the officer's leave request.
+  const request = incoming.page.locator(".card.request").first();
+  await request.waitFor({ timeout: 30000 });
+  check((await request.textContent()).includes("王五"), "the request names the substitute");
+  await request.locator("button.approve").click();
+  await incoming.page.waitForSelector("text=暂无待审批的申请", { timeout: 30000 });
   return { handover };
 });

@@ -57,6 +57,8 @@ await run(async browser => {
     // The inbox lists it too, in its grade's colour (the push told the page to look again).
     const card = await page.waitForSelector(`.card.alert[data-alert="${payload.alert_id}"]`, { timeout: 20000 });
     check((await card.getAttribute("data-grade")) === payload.grade, "the card has the alert's grade");
+    const paged = await card.$eval(".paged", element => element.textContent).catch(() => "");
+    check(paged.includes("我"), `the card says who was paged: "${paged}"`);
     if (command.tap) {
       // No automation clicks a notification: the worker's test hook taps it.
       await page.evaluate(

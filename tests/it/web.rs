@@ -452,3 +452,60 @@ async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures
         .collect();
     assert_eq!(officers, ["王五"], "{oncall}");
 }
+
+#[tokio::test]
+async fn an_admin_manages_users_units_and_the_roster_from_the_phone() {
+    let app = spawn_app().await;
+    let org = org(&app).await;
+    app.create_user("admin_a", &org.unit_a, zhiban_api::Role::Admin, false)
+        .await;
+    let leader = app.login("cleared", "desk").await.user_id;
+    let officer = app.login("alice", "desk").await.user_id;
+    let temporary = "kettle orbit saffron 42";
+    let result = scenario(
+        &app,
+        "admin",
+        &[
+            ("ADMIN_USER", "admin_a"),
+            ("TEMPORARY_PASSWORD", temporary),
+            ("LEADER_ID", &leader),
+            ("OFFICER_ID", &officer),
+            ("BACKUP_ID", &leader),
+        ],
+    )
+    .await;
+    assert!(
+        result["duty"].as_str().unwrap().contains("cleared"),
+        "{result}"
+    );
+
+    let token = app.login("admin_a", "desk").await.access_token;
+    let users = get(&app, &token, "/api/users").await;
+    let user = |name: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|user| user["username"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {users}"))
+    };
+    assert_eq!(user("zhou")["must_change_password"], true);
+    assert_eq!(user("zhou")["display_name"], "周敏");
+    assert!(user("anna")["disabled_at"].is_i64());
+    let units = get(&app, &token, "/api/units").await;
+    assert!(units.to_string().contains("三号村值班点"), "{units}");
+    let oncall = get(&app, &token, &format!("/api/oncall?unit={}", org.unit_a)).await;
+    let shift = &oncall["shifts"][0];
+    assert_eq!(shift["leader"]["user_id"], leader.as_str(), "{oncall}");
+    assert_eq!(
+        shift["officers"][0]["user_id"],
+        officer.as_str(),
+        "{oncall}"
+    );
+    assert_eq!(
+        shift["backup_leader"]["user_id"],
+        leader.as_str(),
+        "{oncall}"
+    );
+}

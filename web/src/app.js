@@ -5,27 +5,13 @@ import * as session from "./api.js";
 import { api, ApiError } from "./api.js";
 import * as sync from "./sync.js";
 import { t, ago, switchLanguage } from "./i18n.js";
+import { h } from "./dom.js";
+import { adminView } from "./admin.js";
 
 const main = document.getElementById("main");
 const tabs = document.getElementById("tabs");
 const net = document.getElementById("net");
 const MINE_KEY = "zhiban.mine";
-
-/** A DOM element: `h("button", {onclick}, "text", child…)`. */
-function h(tag, attrs = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
-    else if (key === "dataset") Object.assign(element.dataset, value);
-    else element.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return element;
-}
 
 function mine() {
   return JSON.parse(localStorage.getItem(MINE_KEY) || "[]");
@@ -42,6 +28,7 @@ const TABS = [
   ["alerts", "tab_alerts"],
   ["incidents", "tab_incidents"],
   ["duty", "tab_duty"],
+  ["admin", "tab_admin", "admin"],
   ["me", "tab_me"],
 ];
 
@@ -57,7 +44,7 @@ function defaultTab() {
 function renderTabs() {
   const { name } = route();
   tabs.replaceChildren(
-    ...TABS.map(([id, label]) =>
+    ...TABS.filter(([, , role]) => !role || role === session.current()?.role).map(([id, label]) =>
       h("button", { type: "button", "aria-current": id === name ? "page" : undefined, onclick: () => go(id) }, t(label)),
     ),
   );
@@ -84,7 +71,7 @@ async function render() {
   renderNet();
   const ticket = ++rendering;
   const { name, arg } = route();
-  const view = { report: reportView, alerts: alertsView, incidents: incidentsView, incident: incidentView, duty: dutyView, me: meView }[name] ?? reportView;
+  const view = { report: reportView, alerts: alertsView, incidents: incidentsView, incident: incidentView, duty: dutyView, admin: () => adminView(render), me: meView }[name] ?? reportView;
   try {
     const content = await view(arg);
     if (ticket === rendering) main.replaceChildren(content);

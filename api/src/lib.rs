@@ -773,6 +773,16 @@ pub struct AlertView {
     pub timeline: Option<Vec<TimelineEntry>>,
 }
 
+/// `POST /api/alerts/{id}/push-ack` and `…/push-receipt`: the `push_token` of the push that
+/// carried the alert, which stands for the device it was pushed to, for this alert only (a
+/// service worker has no session).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PushToken {
+    pub token: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertList {

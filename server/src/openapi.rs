@@ -52,6 +52,8 @@ use crate::{accounts, alerts, auth, kpis, push, records, sync, units};
         alerts::api::acknowledge,
         alerts::api::take_over,
         alerts::api::receipt,
+        alerts::api::push_acknowledge,
+        alerts::api::push_receipt,
         alerts::api::call,
         alerts::api::rollcalls,
         alerts::api::answer,

@@ -248,20 +248,34 @@ pub async fn enqueue(
     now: i64,
 ) -> Result<OutboxPush, sqlx::Error> {
     let (alert_id, document_id) = alert;
+    // The notification's own credential (see `pushed_to`): only the device this payload is
+    // encrypted for can read it.
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let payload = match serde_json::from_str::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert(
+                "push_token".into(),
+                serde_json::Value::String(token.clone()),
+            );
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => payload.to_owned(),
+    };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO push_outbox (alert_id, subscription_id, user_id, step, payload, urgency, \
-         ttl, status, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9) RETURNING id",
+         ttl, status, attempts, next_attempt_at, created_at, token) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9, $10) RETURNING id",
     )
     .bind(alert_id)
     .bind(&subscription.id)
     .bind(&subscription.user_id)
     .bind(step)
-    .bind(payload)
+    .bind(&payload)
     .bind(urgency_name(urgency))
     .bind(i64::from(ttl))
     .bind(now.saturating_add(LEASE_MS))
     .bind(now)
+    .bind(&token)
     .fetch_one(tx)
     .await?;
     Ok(OutboxPush {
@@ -269,11 +283,31 @@ pub async fn enqueue(
         alert_id: alert_id.to_owned(),
         document_id: document_id.map(str::to_owned),
         subscription: subscription.clone(),
-        payload: payload.to_owned(),
+        payload,
         urgency,
         ttl,
         attempts: 0,
     })
+}
+
+/// The user and device an alert was pushed to with `token` (the push's own credential), if
+/// any: a notification acknowledges or reports itself shown with it, without a session.
+pub async fn pushed_to(
+    pool: &Pool,
+    alert_id: &str,
+    token: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT o.user_id, s.device_id FROM push_outbox o \
+         JOIN push_subscriptions s ON s.id = o.subscription_id \
+         WHERE o.alert_id = $1 AND o.token = $2 LIMIT 1",
+    )
+    .bind(alert_id)
+    .bind(token)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| Ok((row.try_get("user_id")?, row.try_get("device_id")?)))
+        .transpose()
 }
 
 /// Cancels an alert's pushes not yet sent (it was acknowledged or resolved).

@@ -831,3 +831,90 @@ async fn alert_and_policy_requests_out_of_bounds_get_clear_errors() {
     assert_eq!(stored["steps"], good["steps"]);
     assert!(scene.app().healthy().await);
 }
+
+/// A notification acknowledges with the token its push carried, as the device it was pushed
+/// to and for that alert only; a guessed or borrowed token is refused alike.
+#[tokio::test]
+async fn a_push_token_acknowledges_its_own_alert_and_nothing_else() {
+    let mut scene = Scene::new().await;
+    scene.subscribe("cleared", "leader").await;
+    let alice = scene.subscribe("alice", "officer").await;
+    let (field, _sync) = scene.device("anna").await;
+    field
+        .urgent_report("火灾", "一号仓库", "浓烟")
+        .await
+        .unwrap();
+    let first = scene.next().await.json();
+    field
+        .urgent_report("塌方", "二号隧道", "车辆被困")
+        .await
+        .unwrap();
+    let second = scene.next().await.json();
+    let (alert, token) = (
+        first["alert_id"].as_str().unwrap(),
+        first["push_token"].as_str().unwrap(),
+    );
+    assert_eq!(token.len(), 32, "{first}");
+    let other_token = second["push_token"].as_str().unwrap();
+    let app = scene.app();
+    let push = |path: &str, token: &str| {
+        let path = format!("/api/alerts/{alert}/{path}");
+        let body = json!({ "token": token });
+        async move {
+            let response = app
+                .http
+                .post(app.url(&path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    for (what, token) in [
+        ("another alert's token", other_token),
+        ("a guessed token", "0123456789abcdef0123456789abcdef"),
+        ("garbage", "'; DROP TABLE alerts; --"),
+    ] {
+        for path in ["push-ack", "push-receipt"] {
+            let (status, answer) = push(path, token).await;
+            assert_eq!(status, 404, "{what} on {path}: {answer}");
+        }
+    }
+    // An access token is no push token, and a push token no access token.
+    assert_eq!(push("push-ack", &alice.access_token).await.0, 404);
+    let as_bearer = scene
+        .app()
+        .http
+        .get(scene.app().url("/api/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), 401);
+
+    let (status, _) = push("push-receipt", token).await;
+    assert_eq!(status, 204);
+    let (status, acked) = push("push-ack", token).await;
+    assert_eq!(status, 200, "{acked}");
+    let leader = scene.app().login("cleared", "desk").await;
+    assert_eq!(acked["acknowledged_by"], leader.user_id.as_str(), "{acked}");
+    let detail = get(
+        scene.app(),
+        &leader.access_token,
+        &format!("/api/alerts/{alert}"),
+    )
+    .await;
+    let events: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"push.received"), "{events:?}");
+    assert!(events.contains(&"alert.acknowledged"), "{events:?}");
+}

@@ -255,6 +255,14 @@ async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notifi
         leader_id.as_str(),
         "{acknowledged}"
     );
+    // The service worker reported the notification shown (with the push's own token).
+    let events: Vec<&str> = acknowledged["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"push.received"), "{events:?}");
     scene.clock.advance(Duration::from_secs(10 * 60));
     scene
         .receiver
@@ -508,4 +516,11 @@ async fn an_admin_manages_users_units_and_the_roster_from_the_phone() {
         leader.as_str(),
         "{oncall}"
     );
+    let red = get(
+        &app,
+        &token,
+        &format!("/api/escalation-policies/{}/red", org.unit_a),
+    )
+    .await;
+    assert_eq!(red["steps"][0]["repeat_every_secs"], 120, "{red}");
 }

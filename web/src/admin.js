@@ -33,7 +33,36 @@ export async function adminView(render) {
     newUnitForm(units, act),
     h("h2", {}, t("roster")),
     rosterForm(users, act),
+    h("h2", {}, t("escalation")),
+    await policiesPart(act),
   );
+}
+
+/** The unit's escalation steps per grade (D10), as the API takes them. */
+async function policiesPart(act) {
+  const unit = current().unit_id;
+  const forms = await Promise.all(
+    ["red", "yellow", "blue"].map(async grade => {
+      const policy = await api("GET", `/api/escalation-policies/${unit}/${grade}`).catch(() => ({ steps: [] }));
+      const steps = h("textarea", { name: `policy_${grade}`, rows: 6 });
+      steps.value = JSON.stringify(policy.steps, null, 1);
+      return h(
+        "form",
+        {
+          class: "card policy",
+          dataset: { grade },
+          onsubmit: event => {
+            event.preventDefault();
+            act(() => api("PUT", `/api/escalation-policies/${unit}/${grade}`, { steps: JSON.parse(steps.value) }).then(() => null))();
+          },
+        },
+        h("label", {}, t(grade)),
+        steps,
+        h("p", {}, h("button", { class: "primary", type: "submit" }, t("save"))),
+      );
+    }),
+  );
+  return h("div", {}, forms);
 }
 
 function userCard(user, act) {

@@ -341,12 +341,41 @@ async function recordsOf(type) {
     .sort((a, b) => (b.doc().reported_at ?? b.doc().shift_start ?? 0) - (a.doc().reported_at ?? a.doc().shift_start ?? 0));
 }
 
-async function incidentsView() {
-  const section = h("section", {}, h("h1", {}, t("incidents")));
+async function incidentsView(query) {
+  const section = h("section", {}, h("h1", {}, t("incidents")), searchForm(query));
+  if (query) {
+    // The server searches the whole duty record the user may see (D20).
+    try {
+      const { hits } = await api("GET", `/api/search?q=${encodeURIComponent(query)}`);
+      if (hits.length === 0) section.append(h("p", { class: "muted" }, t("no_hits")));
+      for (const hit of hits) {
+        section.append(h("div", { class: "card hit", dataset: { document: hit.document_id }, onclick: () => go("incident", hit.document_id) }, h("div", { class: "title" }, hit.title ?? hit.document_id)));
+      }
+    } catch (error) {
+      section.append(h("p", { class: "muted" }, error instanceof ApiError ? error.message : t("search_offline")));
+    }
+    return section;
+  }
   const incidents = await recordsOf("incident");
   if (incidents.length === 0) section.append(h("p", { class: "muted" }, t("no_incidents")));
   for (const handle of incidents) section.append(await recordCard(handle.url));
   return section;
+}
+
+function searchForm(query) {
+  const input = h("input", { name: "q", type: "search", placeholder: t("search") });
+  input.value = query ?? "";
+  return h(
+    "form",
+    {
+      class: "row",
+      onsubmit: event => {
+        event.preventDefault();
+        go("incidents", input.value.trim() || undefined);
+      },
+    },
+    input,
+  );
 }
 
 /** Someone is typing on this screen: re-rendering now would lose their text. */
@@ -686,7 +715,7 @@ async function onWorkerMessage(event) {
   } catch (error) {
     console.warn("zhiban: cannot", type, error);
   }
-  if (type === "push" || type === "ack") render();
+  if (type === "push" || type === "ack" || type === "ack-done") render();
 }
 
 // ---- start ----------------------------------------------------------------------------------

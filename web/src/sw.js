@@ -1,6 +1,7 @@
 // The service worker: the app shell offline (cache first, one cache per build), and the
-// alerts the server pushes. It holds no session: acknowledging and delivery receipts go
-// through an open page of the app, or open one.
+// alerts the server pushes. It holds no session: each push carries its own token, good for
+// acknowledging that alert and reporting it shown from this device; without one (or
+// offline), an open page of the app does it, or the app is opened to.
 /* global BUILD_VERSION, SHELL */
 const CACHE = `zhiban-${BUILD_VERSION}`;
 
@@ -61,18 +62,40 @@ self.addEventListener("push", event => {
     requireInteraction: red,
     vibrate: red ? [500, 200, 500, 200, 500] : [200],
     icon: "/icon.svg",
-    data: { alert_id: alert.alert_id, document_id: alert.classified ? undefined : alert.document_id },
+    data: { alert_id: alert.alert_id, document_id: alert.classified ? undefined : alert.document_id, push_token: alert.push_token },
     actions: [{ action: "ack", title: "确认 / Acknowledge" }],
   };
   event.waitUntil(
-    self.registration.showNotification(title, options).then(() => tellPage({ type: "receipt", alert_id: alert.alert_id }).then(() => tellPage({ type: "push", alert_id: alert.alert_id }))),
+    self.registration
+      .showNotification(title, options)
+      .then(async () => {
+        if (!(await withToken("push-receipt", options.data))) await tellPage({ type: "receipt", alert_id: alert.alert_id });
+        await tellPage({ type: "push", alert_id: alert.alert_id });
+      }),
   );
 });
+
+/** POSTs the push's token to the alert's `push-ack`/`push-receipt`; whether it went through. */
+async function withToken(path, data) {
+  if (!data.push_token || !data.alert_id) return false;
+  try {
+    const response = await fetch(`/api/alerts/${encodeURIComponent(data.alert_id)}/${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: data.push_token }),
+    });
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
 
 /** What a tap does: the action button acknowledges, the notification opens the incident. */
 async function handle(action, data) {
   if (action === "ack") {
-    if (!(await tellPage({ type: "ack", alert_id: data.alert_id }))) {
+    if (await withToken("push-ack", data)) {
+      await tellPage({ type: "ack-done", alert_id: data.alert_id });
+    } else if (!(await tellPage({ type: "ack", alert_id: data.alert_id }))) {
       await self.clients.openWindow(`/?ack=${encodeURIComponent(data.alert_id)}`);
     }
     return;

@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/alerts/{id}/ack", post(acknowledge))
         .route("/api/alerts/{id}/take-over", post(take_over))
         .route("/api/alerts/{id}/receipt", post(receipt))
+        .route("/api/alerts/{id}/push-ack", post(push_acknowledge))
+        .route("/api/alerts/{id}/push-receipt", post(push_receipt))
         .route("/api/rollcalls", post(call).get(rollcalls))
         .route("/api/rollcalls/{id}/answer", post(answer))
         .route(
@@ -354,6 +356,53 @@ pub(crate) async fn receipt(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who a notification's `push_token` stands for: the user and device the alert was pushed
+/// to, if they may still act (not disabled, not revoked). Anything else is the same 404, so a
+/// guessed token learns nothing.
+async fn pushed_to(state: &AppState, id: &str, token: &str) -> Result<Identity, AppError> {
+    let refused = AppError::NotFound("no such alert");
+    if token.len() != 32 || !token.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(refused);
+    }
+    let Some((user_id, device_id)) = crate::outbox::pushed_to(&state.pool, id, token).await? else {
+        tracing::warn!(alert_id = %id, "a push token that was never issued for this alert");
+        return Err(refused);
+    };
+    crate::auth::load_identity(state, &user_id, &device_id)
+        .await
+        .map_err(|error| {
+            tracing::info!(%error, alert_id = %id, "push token of a user or device cut off");
+            refused
+        })
+}
+
+/// Acknowledges from the notification itself: its service worker has no session, only the
+/// token that came with the push.
+#[utoipa::path(post, path = "/api/alerts/{id}/push-ack", tag = "alerts", params(("id" = String, Path)),
+    request_body = zhiban_api::PushToken,
+    responses((status = 200, body = Acknowledged), (status = 404, body = zhiban_api::ErrorBody)))]
+pub(crate) async fn push_acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<zhiban_api::PushToken>,
+) -> Result<Json<Acknowledged>, AppError> {
+    let identity = pushed_to(&state, &id, &body.token).await?;
+    acknowledge(State(state), identity, Path(id)).await
+}
+
+/// The notification was shown, reported by the service worker with the push's token.
+#[utoipa::path(post, path = "/api/alerts/{id}/push-receipt", tag = "alerts", params(("id" = String, Path)),
+    request_body = zhiban_api::PushToken,
+    responses((status = 204), (status = 404, body = zhiban_api::ErrorBody)))]
+pub(crate) async fn push_receipt(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<zhiban_api::PushToken>,
+) -> Result<StatusCode, AppError> {
+    let identity = pushed_to(&state, &id, &body.token).await?;
+    receipt(State(state), identity, Path(id)).await
 }
 
 /// A roll-call (D16): only a superior office (or an admin) calls a unit's duty post.

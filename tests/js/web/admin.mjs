@@ -38,6 +38,16 @@ await run(async browser => {
   await page.waitForFunction(() => document.querySelector("[role=status]")?.textContent === "已保存");
   check(!(await status()).includes("出错"), await status());
 
+  // The red escalation: repeat every 2 minutes instead.
+  const red = page.locator('form.policy[data-grade="red"]');
+  const steps = JSON.parse(await red.locator("textarea").inputValue());
+  check(steps.length > 0, "the red policy has steps");
+  steps[0].repeat_every_secs = 120;
+  await red.locator("textarea").fill(JSON.stringify(steps));
+  await page.evaluate(() => (document.querySelector("[role=status]").textContent = ""));
+  await red.locator("button[type=submit]").click();
+  await page.waitForFunction(() => document.querySelector("[role=status]")?.textContent === "已保存");
+
   // The roster reaches the server: the duty screen names who is on duty now.
   await page.goto(`${server}/#/duty`);
   await page.waitForSelector(".card.shift", { timeout: 30000 });

@@ -13,6 +13,10 @@ await run(async browser => {
   await page.waitForSelector(`.record[data-document="${process.env.INCIDENT}"]`, { timeout: 30000 }).catch(async error => {
     throw new Error(`${error.message}\n${await page.innerHTML("main")}`);
   });
+  // And found by search (the server's, over everything the user may see).
+  await page.fill("input[name=q]", "河堤");
+  await page.press("input[name=q]", "Enter");
+  await page.waitForSelector(`.card.hit[data-document="${process.env.INCIDENT}"]`, { timeout: 20000 });
   await page.goto(`${server}/#/duty`);
 
   // A call, attached to the case (the incident the catalogs brought to this phone).

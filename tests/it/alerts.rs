@@ -909,12 +909,17 @@ async fn a_push_token_acknowledges_its_own_alert_and_nothing_else() {
         &format!("/api/alerts/{alert}"),
     )
     .await;
-    let events: Vec<&str> = detail["timeline"]
+    let events = timeline_events(&detail);
+    assert!(events.contains(&"push.received"), "{events:?}");
+    assert!(events.contains(&"alert.acknowledged"), "{events:?}");
+}
+
+/// The events of an alert's timeline (`GET /api/alerts/{id}`), in order.
+pub(crate) fn timeline_events(alert: &Value) -> Vec<&str> {
+    alert["timeline"]
         .as_array()
         .unwrap()
         .iter()
         .map(|event| event["event"].as_str().unwrap())
-        .collect();
-    assert!(events.contains(&"push.received"), "{events:?}");
-    assert!(events.contains(&"alert.acknowledged"), "{events:?}");
+        .collect()
 }

@@ -403,7 +403,7 @@ async fn api_answers_are_not_cached_sniffed_or_framed() {
         .await
         .unwrap();
     let anonymous = app.http.get(app.url("/api/me")).send().await.unwrap();
-    let missing = app.http.get(app.url("/nowhere")).send().await.unwrap();
+    let missing = app.http.get(app.url("/api/nowhere")).send().await.unwrap();
     for (response, status) in [(me, 200), (anonymous, 401), (missing, 404)] {
         assert_eq!(response.status(), status);
         let headers = response.headers();

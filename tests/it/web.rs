@@ -256,12 +256,7 @@ async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notifi
         "{acknowledged}"
     );
     // The service worker reported the notification shown (with the push's own token).
-    let events: Vec<&str> = acknowledged["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["event"].as_str().unwrap())
-        .collect();
+    let events = crate::alerts::timeline_events(&acknowledged);
     assert!(events.contains(&"push.received"), "{events:?}");
     scene.clock.advance(Duration::from_secs(10 * 60));
     scene
@@ -297,13 +292,15 @@ async fn the_leaders_phone_shows_a_red_alert_and_acknowledges_it_from_the_notifi
     desk_sync.stop().await;
 }
 
-#[tokio::test]
-async fn a_leaders_instruction_reaches_the_officers_page_and_alerts_them() {
-    let mut scene = crate::alerts::Scene::new().await;
-    // A red report from the field, on the server.
+/// A field officer's red report, made on `client-core` and received by the server.
+async fn red_report(
+    scene: &mut crate::alerts::Scene,
+    category: &str,
+    location: &str,
+) -> zhiban_client_core::DocumentId {
     let (field, sync) = scene.device("anna").await;
     let incident = field
-        .urgent_report("山体滑坡", "G4 高速 K123", "两车被埋")
+        .urgent_report(category, location, "现场情况不明")
         .await
         .unwrap();
     field
@@ -311,6 +308,13 @@ async fn a_leaders_instruction_reaches_the_officers_page_and_alerts_them() {
         .await
         .unwrap();
     sync.stop().await;
+    incident
+}
+
+#[tokio::test]
+async fn a_leaders_instruction_reaches_the_officers_page_and_alerts_them() {
+    let mut scene = crate::alerts::Scene::new().await;
+    let incident = red_report(&mut scene, "山体滑坡", "G4 高速 K123").await;
 
     let app = scene.app();
     let incident = incident.to_string();
@@ -378,16 +382,7 @@ async fn every_main_screen_renders_in_chinese_on_a_phone() {
 #[tokio::test]
 async fn the_duty_room_logs_a_call_to_a_case_and_hands_over_with_both_signatures() {
     let mut scene = crate::alerts::Scene::new().await;
-    let (field, sync) = scene.device("anna").await;
-    let incident = field
-        .urgent_report("洪水", "河堤三号段", "水位上涨")
-        .await
-        .unwrap();
-    field
-        .wait_received(&incident, Duration::from_secs(20))
-        .await
-        .unwrap();
-    sync.stop().await;
+    let incident = red_report(&mut scene, "洪水", "河堤三号段").await;
     // Alice asks for leave from today's shift, with 王五 to stand in.
     let (officer, officer_sync) = scene.device("alice").await;
     let token = scene.app().login("alice", "desk").await.access_token;

@@ -495,8 +495,39 @@ async function dutyView() {
     section.append(h("p", { class: "muted" }, error.message));
   }
   if (me.role === "leader") section.append(await requestsPart());
-  section.append(await callForm(), await handoversPart());
+  section.append(await rostersPart(), await callForm(), await handoversPart());
   return section;
+}
+
+/** 排班: the unit's rosters, shift by shift (D2, D5). */
+async function rostersPart() {
+  const part = h("div", {}, h("h2", {}, t("roster")));
+  const person = p => (p ? text(p.name) : t("nobody"));
+  for (const roster of await recordsOf("roster")) {
+    watch(roster);
+    const doc = roster.doc();
+    part.append(
+      h(
+        "div",
+        { class: "card roster", dataset: { document: roster.documentId } },
+        h("div", { class: "title" }, text(doc.title)),
+        h(
+          "ul",
+          { class: "timeline" },
+          (doc.shifts ?? []).map(shift =>
+            h(
+              "li",
+              { class: "roster-shift" },
+              `${new Date(shift.start).toLocaleString()} – ${new Date(shift.end).toLocaleString()}${t("colon")}`,
+              `${t("leader_on_duty")} ${person(shift.leader)}；${t("officer_on_duty")} ${(shift.officers ?? []).map(person).join("、") || t("nobody")}`,
+              shift.backup_leader ? `；${t("backup_leader")} ${person(shift.backup_leader)}` : "",
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  return part;
 }
 
 /** Swap and leave requests waiting for a leader of the unit: approve or reject (D4). */

@@ -51,5 +51,7 @@ await run(async browser => {
   // The roster reaches the server: the duty screen names who is on duty now.
   await page.goto(`${server}/#/duty`);
   await page.waitForSelector(".card.shift", { timeout: 30000 });
+  // And the roster itself, shift by shift.
+  await page.waitForSelector('.card.roster:has-text("十二月值班表") li.roster-shift', { timeout: 30000 });
   return { duty: await page.textContent(".card.shift") };
 });

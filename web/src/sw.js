@@ -69,8 +69,9 @@ self.addEventListener("push", event => {
     self.registration
       .showNotification(title, options)
       .then(async () => {
-        if (!(await withToken("push-receipt", options.data))) await tellPage({ type: "receipt", alert_id: alert.alert_id });
+        // An open page shows the alert in its inbox at once; the receipt follows.
         await tellPage({ type: "push", alert_id: alert.alert_id });
+        if (!(await withToken("push-receipt", options.data))) await tellPage({ type: "receipt", alert_id: alert.alert_id });
       }),
   );
 });

@@ -90,6 +90,18 @@ impl Actor {
         }
     }
 
+    /// Refuses to hand out what the actor does not hold: an uncleared admin may neither
+    /// clear an account (new or existing) nor reset a cleared one's password (a password they
+    /// set is one they know), else they could read classified items through it (D18).
+    fn may_touch_clearance(&self) -> Result<(), AccountError> {
+        match self {
+            Actor::Admin(identity) if !identity.cleared => Err(AccountError::Refused(
+                "only a cleared admin may grant clearance or manage a cleared account",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn user_id(&self) -> Option<&str> {
         match self {
             Actor::Admin(identity) => Some(&identity.user_id),
@@ -237,6 +249,9 @@ pub async fn create_user_as(
     if !allowed(&scope, user.unit_id) {
         return Err(AccountError::NotFound("unit"));
     }
+    if user.cleared {
+        actor.may_touch_clearance()?;
+    }
     let hash = units::checked_hash(&user).await?;
     let mut tx = begin_write(pool).await?;
     let id = units::insert_user(&mut tx, &user, &hash, temporary, now).await?;
@@ -288,6 +303,9 @@ pub async fn update_user(
         return Err(AccountError::Refused(
             "another admin must change your own role, unit or clearance",
         ));
+    }
+    if patch.cleared == Some(true) && !before.cleared {
+        actor.may_touch_clearance()?;
     }
     if let Some(unit_id) = &patch.unit_id {
         let exists: Option<String> = sqlx::query_scalar("SELECT id FROM units WHERE id = $1")
@@ -394,6 +412,9 @@ pub async fn reset_password(
     let scope = actor.scope(pool).await?;
     // Out of scope is "no such user" before a word is said about the password.
     let user = user_in_scope(&mut *pool.acquire().await?, &scope, user_id).await?;
+    if user.cleared {
+        actor.may_touch_clearance()?;
+    }
     let password = match temporary {
         Some(password) => {
             units::check_password(&password, &[&user.username])?;

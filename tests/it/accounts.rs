@@ -636,3 +636,60 @@ async fn admin_commands_manage_accounts_and_record_the_operating_system_user() {
         zhiban_server::audit::Verdict::Intact { .. }
     ));
 }
+
+/// An admin without clearance, as an attacker would use the account API to read classified
+/// items: clear a new account or an existing one, or reset a cleared user's password and log
+/// in as them. Each is refused and changes nothing; a cleared admin may.
+#[tokio::test]
+async fn an_uncleared_admin_cannot_make_or_take_over_a_cleared_account() {
+    let Scene {
+        app, org, admin, ..
+    } = scene().await;
+    let alice = user_id(&app, "alice").await;
+    let cleared = user_id(&app, "cleared").await;
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/users".to_owned(),
+            json!({"username": "mole", "password": PASSWORD, "unit_id": org.unit_a,
+                   "role": "officer", "cleared": true}),
+        ),
+        (
+            "PATCH",
+            format!("/api/users/{alice}"),
+            json!({"cleared": true}),
+        ),
+        (
+            "POST",
+            format!("/api/users/{cleared}/reset-password"),
+            json!({}),
+        ),
+    ] {
+        let (status, answer) = call(&app, &admin, method, &path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("cleared admin"),
+            "{answer}"
+        );
+    }
+    app.login("cleared", "still theirs").await;
+    let (_, users) = call(&app, &admin, "GET", "/api/users", Value::Null).await;
+    let listed = users.to_string();
+    assert!(!listed.contains("mole"), "{listed}");
+    assert_eq!(audited(&app, "user.reset_password").await.len(), 0);
+
+    // Clearance is a cleared admin's to give.
+    app.create_user("admin_c", &org.unit_a, Role::Admin, true)
+        .await;
+    let cleared_admin = app.login("admin_c", "admin desk").await.access_token;
+    let (status, answer) = call(
+        &app,
+        &cleared_admin,
+        "PATCH",
+        &format!("/api/users/{alice}"),
+        json!({"cleared": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["cleared"], true);
+}

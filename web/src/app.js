@@ -61,6 +61,16 @@ function renderNet() {
 }
 
 let rendering = 0;
+let stale = false;
+let onScreen = null;
+main.addEventListener("focusout", () =>
+  setTimeout(() => {
+    if (stale && !typing()) {
+      stale = false;
+      render();
+    }
+  }, 0),
+);
 async function render() {
   document.getElementById("lang").textContent = t("language");
   if (!session.current()) {
@@ -74,7 +84,15 @@ async function render() {
   const view = { report: reportView, alerts: alertsView, incidents: incidentsView, incident: incidentView, duty: dutyView, admin: () => adminView(render), me: meView }[name] ?? reportView;
   try {
     const content = await view(arg);
-    if (ticket === rendering) main.replaceChildren(content);
+    if (ticket !== rendering) return;
+    // Someone began typing on this screen while it was being read again: their text stays,
+    // and the screen is replaced once they leave the field (another screen replaces it).
+    if (typing() && onScreen === location.hash) {
+      stale = true;
+      return;
+    }
+    onScreen = location.hash;
+    main.replaceChildren(content);
   } catch (error) {
     if (ticket === rendering) main.replaceChildren(h("p", { class: "error" }, `${t("error")}: ${error.message}`));
   }
@@ -380,7 +398,8 @@ function searchForm(query) {
 
 /** Someone is typing on this screen: re-rendering now would lose their text. */
 function typing() {
-  return document.activeElement?.matches?.("input, textarea, select") ?? false;
+  const field = document.activeElement;
+  return (main.contains(field) && field.matches("input, textarea, select")) ?? false;
 }
 
 const live = new WeakSet();

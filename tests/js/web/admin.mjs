@@ -44,9 +44,16 @@ await run(async browser => {
   check(steps.length > 0, "the red policy has steps");
   steps[0].repeat_every_secs = 120;
   await red.locator("textarea").fill(JSON.stringify(steps));
-  await page.evaluate(() => (document.querySelector("[role=status]").textContent = ""));
-  await red.locator("button[type=submit]").click();
-  await page.waitForFunction(() => document.querySelector("[role=status]")?.textContent === "已保存");
+  const [saved] = await Promise.all([
+    page.waitForResponse(r => r.url().includes("/api/escalation-policies/") && r.request().method() === "PUT"),
+    red.locator("button[type=submit]").click(),
+  ]);
+  check(saved.status() === 200, `PUT red policy: ${saved.status()} ${await saved.text()}`);
+  check(JSON.parse(saved.request().postData()).steps[0].repeat_every_secs === 120, `sent: ${saved.request().postData()}`);
+  // The screen, read again from the server, shows it.
+  await page.waitForFunction(() =>
+    /"repeat_every_secs":\s*120/.test(document.querySelector('form.policy[data-grade="red"] textarea')?.value ?? ""),
+  );
 
   // The roster reaches the server: the duty screen names who is on duty now.
   await page.goto(`${server}/#/duty`);

@@ -43,7 +43,7 @@ await run(async browser => {
     const tag = `alert-${payload.alert_id}`;
     let shown = null;
     while (!shown) {
-      check(Date.now() - started < 10000, `no notification tagged ${tag}`);
+      check(Date.now() - started < 30000, `no notification tagged ${tag}`);
       shown = await page.evaluate(async tag => {
         const registration = await navigator.serviceWorker.ready;
         const [found] = await registration.getNotifications({ tag });
